@@ -1,0 +1,96 @@
+"""Reading a memory file from disk, read-only, into a ParseResult and its sha256."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+from .detect import parse_bytes
+from .model import ParseResult, Problem
+
+DEFAULT_MAX_BYTES = 50 * 1024 * 1024
+_BLOCK = 1024 * 1024
+
+
+def _size(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB ({n:,} bytes)"
+
+
+def _failed(reason: str) -> tuple[ParseResult, str | None]:
+    return ParseResult(problems=[Problem(reason)]), None
+
+
+def _os_error(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "the file disappeared before it could be read (deleted or renamed away)"
+    if isinstance(exc, PermissionError):
+        return (
+            f"permission denied: the daemon (uid {os.geteuid()}) cannot read the file; make "
+            "it readable by that user (e.g. chmod o+r, or share a group)"
+        )
+    if exc.errno == errno.ELOOP:
+        return "a symbolic link loop (too many levels of symbolic links); fix or remove the link"
+    if isinstance(exc, IsADirectoryError):
+        return "this is a directory, not a memory file"
+    if exc.errno == errno.ENXIO:
+        return "not a regular file (a socket or a device); only regular files are read"
+    return f"cannot read the file: {exc.strerror or exc}"
+
+
+def read_memory_file(
+    path: Path, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[ParseResult, str | None]:
+    """Parse the file at ``path``; return the result and the file's sha256 hex (None when
+    it could not be read). Never raises and never changes the file.
+
+    A file over ``max_bytes`` is rejected by its size; it is still hashed (streamed, never
+    held in memory) so that a reject can be recognised when the file changes.
+    """
+    path = Path(path)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        return _failed(_os_error(exc))
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            return _failed("this is a directory, not a memory file")
+        if not stat.S_ISREG(info.st_mode):
+            return _failed(
+                "not a regular file (a FIFO, socket or device); only regular files are read"
+            )
+        digest = hashlib.sha256()
+        chunks: list[bytes] = []
+        total = 0
+        too_big = info.st_size > max_bytes
+        while block := os.read(fd, _BLOCK):
+            digest.update(block)
+            total += len(block)
+            if not too_big:
+                if total > max_bytes:
+                    too_big = True
+                    chunks.clear()
+                else:
+                    chunks.append(block)
+    except OSError as exc:
+        return _failed(_os_error(exc))
+    finally:
+        os.close(fd)
+    sha = digest.hexdigest()
+    if too_big:
+        return (
+            ParseResult(
+                problems=[
+                    Problem(
+                        f"the file is too large: {_size(total)}, over the limit of "
+                        f"{_size(max_bytes)}; split it into smaller files"
+                    )
+                ]
+            ),
+            sha,
+        )
+    return parse_bytes(path.name, b"".join(chunks)), sha
