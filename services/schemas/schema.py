@@ -1,0 +1,202 @@
+"""Model-family chat schemas: ``etc/schemas/<family>.json``, validated on load."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from services.schemas import _jinja
+from services.schemas.errors import SchemaError
+
+FAMILIES: tuple[str, ...] = ("qwen", "llama", "phi", "gptj", "smollm")
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_ETC_DIR = REPO_ROOT / "etc"
+
+
+@dataclass(frozen=True)
+class ChatSchema:
+    """One family's chat format, as loaded from ``etc/schemas/<family>.json``.
+
+    ``chat_template`` is the fallback Jinja template (the family's real Hugging Face
+    template where there is one); ``ollama_template`` / ``ollama_parameters`` are what
+    a Modelfile gets (TEMPLATE, PARAMETER); ``stop`` equals
+    ``ollama_parameters["stop"]``; ``ollama_system``, when set, is the Modelfile SYSTEM
+    that makes Ollama render a conversation without a system message the way the
+    fallback template does. ``notes`` record where training and serving differ.
+    """
+
+    family: str
+    chat_template: str
+    bos_token: str | None
+    eos_token: str
+    pad_token: str | None
+    stop: tuple[str, ...]
+    ollama_template: str
+    ollama_parameters: dict[str, Any] = field(hash=False)
+    unk_token: str | None = None
+    ollama_template_name: str | None = None
+    ollama_system: str | None = None
+    model_types: tuple[str, ...] = ()
+    name_patterns: tuple[str, ...] = ()
+    template_markers: tuple[str, ...] = ()
+    hf_models: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    path: Path | None = field(default=None, compare=False)
+
+    @property
+    def special_tokens(self) -> dict[str, str]:
+        """The named special tokens that are set, as templates receive them."""
+        tokens = {
+            "bos_token": self.bos_token,
+            "eos_token": self.eos_token,
+            "unk_token": self.unk_token,
+            "pad_token": self.pad_token,
+        }
+        return {k: v for k, v in tokens.items() if v is not None}
+
+
+_REQUIRED = (
+    "family",
+    "chat_template",
+    "bos_token",
+    "eos_token",
+    "pad_token",
+    "stop",
+    "ollama_template",
+    "ollama_parameters",
+)
+_OPTIONAL = (
+    "unk_token",
+    "ollama_template_name",
+    "ollama_system",
+    "model_types",
+    "name_patterns",
+    "template_markers",
+    "hf_models",
+    "notes",
+    "sources",
+)
+_TOKEN_KEYS = ("bos_token", "pad_token", "unk_token")
+
+
+def schema_path(family: str, etc_dir: Path | None = None) -> Path:
+    return (etc_dir or DEFAULT_ETC_DIR) / "schemas" / f"{family}.json"
+
+
+def load_schema(family: str, etc_dir: Path | None = None) -> ChatSchema:
+    """Load and validate ``<etc_dir>/schemas/<family>.json`` (default etc_dir: <repo>/etc)."""
+    if family not in FAMILIES:
+        raise SchemaError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    path = schema_path(family, etc_dir)
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SchemaError("schema file not found", path=path) from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"cannot read schema file: {exc}", path=path) from exc
+    except json.JSONDecodeError as exc:
+        raise SchemaError(f"invalid JSON: {exc}", path=path) from exc
+    return _validate(raw, family, path)
+
+
+def _validate(raw: Any, family: str, path: Path) -> ChatSchema:
+    def fail(key: str | None, problem: str) -> SchemaError:
+        return SchemaError(problem, path=path, key=key)
+
+    if not isinstance(raw, dict):
+        raise fail(None, "the schema must be a JSON object")
+    for key in raw:
+        if key not in _REQUIRED and key not in _OPTIONAL:
+            raise fail(key, "unknown key")
+    for key in _REQUIRED:
+        if key not in raw:
+            raise fail(key, "missing required key")
+
+    def optional_text(key: str) -> str | None:
+        value = raw.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise fail(key, f"must be a string or null, got {type(value).__name__}")
+        if not value:
+            raise fail(key, "must not be empty (use null)")
+        return value
+
+    def text(key: str) -> str:
+        value = optional_text(key)
+        if value is None:
+            raise fail(key, "must be a string, got null")
+        return value
+
+    def strings(key: str, *, required: bool = False) -> tuple[str, ...]:
+        value = raw.get(key, [])
+        if isinstance(value, str) and key == "notes":
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise fail(key, "must be a list of non-empty strings")
+        if required and not value:
+            raise fail(key, "must not be empty")
+        return tuple(value)
+
+    if raw["family"] != family:
+        raise fail("family", f"is {raw['family']!r} but the file is for {family!r}")
+    chat_template = text("chat_template")
+    eos_token = text("eos_token")
+    tokens = {key: optional_text(key) for key in _TOKEN_KEYS}
+    stop = strings("stop", required=True)
+    ollama_template = text("ollama_template")
+    if "{{" not in ollama_template:
+        raise fail("ollama_template", "is not a Go template (no {{ action }})")
+    parameters = raw["ollama_parameters"]
+    if not isinstance(parameters, dict):
+        raise fail("ollama_parameters", "must be an object")
+    if "stop" in parameters and parameters["stop"] != list(stop):
+        raise fail("ollama_parameters", "its 'stop' differs from the schema's 'stop'")
+    name_patterns = strings("name_patterns")
+    for pattern in name_patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise fail("name_patterns", f"invalid regular expression {pattern!r}: {exc}") from exc
+
+    schema = ChatSchema(
+        family=family,
+        chat_template=chat_template,
+        bos_token=tokens["bos_token"],
+        eos_token=eos_token,
+        pad_token=tokens["pad_token"],
+        stop=stop,
+        ollama_template=ollama_template,
+        ollama_parameters=parameters,
+        unk_token=tokens["unk_token"],
+        ollama_template_name=optional_text("ollama_template_name"),
+        ollama_system=optional_text("ollama_system"),
+        model_types=strings("model_types"),
+        name_patterns=name_patterns,
+        template_markers=strings("template_markers"),
+        hf_models=strings("hf_models"),
+        notes=strings("notes"),
+        sources=strings("sources"),
+        path=path,
+    )
+    # The template must compile and render the simplest conversation in both modes.
+    try:
+        compiled = _jinja.compile_template(chat_template)
+        for add_generation_prompt in (False, True):
+            _jinja.render(
+                compiled,
+                [{"role": "user", "content": "hi"}],
+                add_generation_prompt=add_generation_prompt,
+                special_tokens=schema.special_tokens,
+                template_kwargs={},
+            )
+    except jinja2.TemplateError as exc:
+        raise fail("chat_template", f"does not render: {exc}") from exc
+    return schema
