@@ -1,0 +1,322 @@
+"""Building a run directory's dataset from curated samples.
+
+:func:`build_dataset` selects samples, renders them in the model family's chat format
+and writes into ``out_dir``:
+
+- ``curated_memories.json``: the memories whose samples were taken, as records;
+- ``formatted_samples.json``: those samples (``Sample.to_record()`` plus ``messages``);
+- ``schema_applied.json``: family, template source, special and stop tokens, and an
+  example rendering (one chat sample, one continuation sample when there is one);
+- ``fine_tune_dataset.jsonl``: one object per line, ``{"id", "mode", "kind",
+  "weight", "quality", "split", "messages", "prompt", "completion", "text"}``, where
+  ``prompt``/``completion`` are ``renderer.split(messages)`` for a chat sample and
+  ``""``/``renderer.continuation(chunk)`` for a continuation (prose) sample, whose chunk
+  is the untagged response; ``text`` is ``prompt + completion``;
+- ``run-summary.json``: ``{"status", "created", "dataset": {counts, excluded_by_reason,
+  excluded_examples, mode_filter, max_samples, contamination, schema, files},
+  "metrics": ...}``. The training run adds its own keys (config, timings, gate).
+
+Selection: samples of the mode filter (all when None), not excluded, highest quality
+first, ties by memory id, at most ``max_samples``. Output order is that order.
+
+Failure: everything is checked and rendered in memory before anything is written.
+Contamination (a selected sample holding another mode's tags) writes only
+``run-summary.json`` with ``"status": "failed"`` and the offending ids and tags,
+removes dataset files an earlier build left in ``out_dir``, and raises
+:class:`ContaminationError`. On success each file is written to a temporary name,
+fsynced and renamed into place, ``run-summary.json`` last: a summary with
+``"status": "ok"`` means the four other files are complete.
+
+Determinism: the same input gives byte-identical files, ``run-summary.json``'s
+``created`` apart (pass ``created`` to fix it too).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from services.curation.config import (
+    MODES,
+    CurationError,
+    CurationRules,
+    ModeConfig,
+    load_mode_configs,
+)
+from services.curation.modes import ContaminationError, contamination
+from services.curation.sample import Sample
+from services.memories.model import Memory
+from services.metrics import dataset_metrics
+from services.schemas import ChatSchema, SchemaError
+
+CURATED_MEMORIES = "curated_memories.json"
+FORMATTED_SAMPLES = "formatted_samples.json"
+SCHEMA_APPLIED = "schema_applied.json"
+FINE_TUNE_DATASET = "fine_tune_dataset.jsonl"
+RUN_SUMMARY = "run-summary.json"
+DATASET_FILES = (CURATED_MEMORIES, FORMATTED_SAMPLES, SCHEMA_APPLIED, FINE_TUNE_DATASET)
+
+
+class DatasetError(CurationError):
+    """The dataset cannot be built (bad arguments, a sample without its memory, a
+    sample the chat schema cannot render)."""
+
+
+class RendererLike(Protocol):
+    """What the build needs of :class:`services.schemas.Renderer`."""
+
+    schema: ChatSchema
+    template_source: str | None
+
+    @property
+    def template(self) -> str: ...
+
+    def split(self, messages: Sequence[Mapping[str, Any]]) -> tuple[str, str]: ...
+
+    def continuation(self, text: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What a build wrote; ``to_dict()`` is ``run-summary.json``."""
+
+    out_dir: Path
+    status: str
+    created: str
+    mode: str | None
+    max_samples: int | None
+    counts: dict[str, int]
+    excluded_by_reason: dict[str, int]
+    excluded_examples: dict[str, dict[str, str]]
+    contamination: dict[str, Any]
+    schema: dict[str, Any]
+    metrics: dict[str, Any]
+    files: tuple[str, ...] = ()
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "status": self.status,
+            "created": self.created,
+            "dataset": {
+                "mode_filter": self.mode,
+                "max_samples": self.max_samples,
+                "counts": self.counts,
+                "excluded_by_reason": self.excluded_by_reason,
+                "excluded_examples": self.excluded_examples,
+                "contamination": self.contamination,
+                "schema": self.schema,
+                "files": list(self.files),
+            },
+            "metrics": self.metrics,
+        }
+        if self.error:
+            out["error"] = self.error
+        return out
+
+
+def _dumps(value: Any) -> bytes:
+    return (json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n").encode("utf-8")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _schema_info(renderer: RendererLike) -> dict[str, Any]:
+    schema = renderer.schema
+    return {
+        "family": schema.family,
+        "template_source": renderer.template_source,
+        "bos_token": schema.bos_token,
+        "eos_token": schema.eos_token,
+        "stop": list(schema.stop),
+        "ollama_template_name": schema.ollama_template_name,
+    }
+
+
+def _render(sample: Sample, renderer: RendererLike) -> dict[str, Any]:
+    messages = sample.messages()
+    try:
+        if sample.kind == "continuation":
+            prompt, completion = "", renderer.continuation(sample.response_text)
+        else:
+            prompt, completion = renderer.split(messages)
+    except SchemaError as exc:
+        raise DatasetError(
+            f"sample {sample.memory_id} ({sample.mode}, {sample.kind}) cannot be rendered "
+            f"in the chat schema: {exc}"
+        ) from exc
+    return {
+        "id": sample.memory_id,
+        "mode": sample.mode,
+        "kind": sample.kind,
+        "weight": sample.weight,
+        "quality": sample.quality,
+        "split": sample.split,
+        "messages": messages,
+        "prompt": prompt,
+        "completion": completion,
+        "text": prompt + completion,
+    }
+
+
+def select_samples(
+    samples: Sequence[Sample], *, mode: str | None, max_samples: int | None
+) -> list[Sample]:
+    """Eligible samples of ``mode`` (all when None), best quality first, ties by id."""
+    ranked = sorted(
+        (s for s in samples if s.excluded is None and (mode is None or s.mode == mode)),
+        key=lambda s: (-s.quality, s.memory_id),
+    )
+    return ranked if max_samples is None else ranked[:max_samples]
+
+
+def build_dataset(
+    memories: Sequence[Memory],
+    samples: Sequence[Sample],
+    renderer: RendererLike,
+    out_dir: Path,
+    *,
+    mode: str | None,
+    max_samples: int | None,
+    rules: CurationRules,
+    mode_configs: Mapping[str, ModeConfig] | None = None,
+    created: datetime | None = None,
+) -> DatasetSummary:
+    """Select, check, render and write the dataset into ``out_dir`` (see the module doc).
+
+    ``mode_configs`` (mode -> config) gives the metrics' sample-count warnings; the
+    shipped ``etc/modes`` configs when None. Raises :class:`ContaminationError` (after
+    writing a failed ``run-summary.json``) or :class:`DatasetError`.
+    """
+    if mode is not None and mode not in MODES:
+        raise DatasetError(f"unknown mode {mode!r}; the modes are {', '.join(MODES)}")
+    if max_samples is not None and max_samples < 1:
+        raise DatasetError(f"max_samples must be at least 1, got {max_samples}")
+    seen: set[str] = set()
+    for s in samples:
+        if s.memory_id in seen:
+            raise DatasetError(f"sample {s.memory_id} is given twice")
+        seen.add(s.memory_id)
+    if mode_configs is None:
+        mode_configs = load_mode_configs()
+    out_dir = Path(out_dir)
+    stamp = (created or datetime.now(UTC)).isoformat(timespec="seconds")
+
+    in_mode = [s for s in samples if mode is None or s.mode == mode]
+    excluded = sorted((s for s in in_mode if s.excluded is not None), key=lambda s: s.memory_id)
+    by_reason = Counter(s.excluded_code or "other" for s in excluded)
+    examples: dict[str, dict[str, str]] = {}
+    for s in excluded:
+        examples.setdefault(
+            s.excluded_code or "other", {"id": s.memory_id, "reason": s.excluded or ""}
+        )
+    eligible = len(in_mode) - len(excluded)
+    selected = select_samples(in_mode, mode=None, max_samples=max_samples)
+    counts = {
+        "samples": len(samples),
+        "other_modes": len(samples) - len(in_mode),
+        "excluded": len(excluded),
+        "eligible": eligible,
+        "over_max": eligible - len(selected),
+        "selected": len(selected),
+        "train": sum(1 for s in selected if s.split == "train"),
+        "eval": sum(1 for s in selected if s.split == "eval"),
+    }
+    metrics = dataset_metrics(selected, mode_configs, rules.metrics)
+    schema = _schema_info(renderer)
+
+    common: dict[str, Any] = {
+        "out_dir": out_dir,
+        "created": stamp,
+        "mode": mode,
+        "max_samples": max_samples,
+        "counts": counts,
+        "excluded_by_reason": dict(sorted(by_reason.items())),
+        "excluded_examples": dict(sorted(examples.items())),
+        "schema": schema,
+        "metrics": metrics,
+    }
+
+    offenders = contamination(selected, rules)
+    if offenders:
+        err = ContaminationError(offenders)
+        failed = DatasetSummary(
+            **common,
+            status="failed",
+            contamination={"ok": False, "offenders": offenders},
+            files=(RUN_SUMMARY,),
+            error=str(err),
+        )
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for name in DATASET_FILES:
+            (out_dir / name).unlink(missing_ok=True)
+        _write_atomic(out_dir / RUN_SUMMARY, _dumps(failed.to_dict()))
+        _fsync_dir(out_dir)
+        raise err
+
+    by_id = {m.id: m for m in memories}
+    missing = [s.memory_id for s in selected if s.memory_id not in by_id]
+    if missing:
+        raise DatasetError(
+            f"{len(missing)} selected sample(s) have no memory among those given: "
+            f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
+        )
+    records = tuple(_render(s, renderer) for s in selected)
+
+    schema_applied = dict(schema)
+    chat = next((r for r in records if r["kind"] == "chat"), None)
+    prose = next((r for r in records if r["kind"] == "continuation"), None)
+    schema_applied["chat_template"] = renderer.template
+    schema_applied["example"] = (
+        None
+        if chat is None
+        else {k: chat[k] for k in ("id", "mode", "messages", "prompt", "completion", "text")}
+    )
+    schema_applied["continuation_example"] = (
+        None if prose is None else {k: prose[k] for k in ("id", "completion")}
+    )
+
+    contents = {
+        CURATED_MEMORIES: _dumps([by_id[s.memory_id].to_record() for s in selected]),
+        FORMATTED_SAMPLES: _dumps([{**s.to_record(), "messages": s.messages()} for s in selected]),
+        SCHEMA_APPLIED: _dumps(schema_applied),
+        FINE_TUNE_DATASET: "".join(
+            json.dumps(r, ensure_ascii=False) + "\n" for r in records
+        ).encode("utf-8"),
+    }
+    result = DatasetSummary(
+        **common,
+        status="ok",
+        contamination={"ok": True, "offenders": {}},
+        files=(*DATASET_FILES, RUN_SUMMARY),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, data in contents.items():
+        _write_atomic(out_dir / name, data)
+    _write_atomic(out_dir / RUN_SUMMARY, _dumps(result.to_dict()))
+    _fsync_dir(out_dir)
+    return result
