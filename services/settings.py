@@ -121,6 +121,19 @@ class OllamaSettings(_Section):
     prefix: str = Field("personad", description="Model names are '<prefix>-<profile>:vN'.")
 
 
+class TrainingSettings(_Section):
+    base_model: str = Field(
+        "embedded:smollm2",
+        description="Base model: a local directory (safetensors + tokenizer), a .gguf file, a "
+        "hub id already in the local cache, or 'embedded:smollm2' (SmolLM2-135M-Instruct).",
+    )
+    family: str | None = Field(
+        None,
+        description="Chat schema family (qwen, llama, phi, gptj, smollm); unset: from the base "
+        "model's own chat template.",
+    )
+
+
 class Settings(BaseSettings):
     """personad's settings. Keys are the outside contract (DESIGN.md)."""
 
@@ -151,6 +164,7 @@ class Settings(BaseSettings):
     index: IndexSettings = Field(default_factory=IndexSettings)  # type: ignore[arg-type]
     socket: SocketSettings = Field(default_factory=SocketSettings)  # type: ignore[arg-type]
     ollama: OllamaSettings = Field(default_factory=OllamaSettings)  # type: ignore[arg-type]
+    training: TrainingSettings = Field(default_factory=TrainingSettings)  # type: ignore[arg-type]
 
     # Where the settings came from (not a setting): shown by `status`.
     config_file: Path | None = Field(None, exclude=True, description="The TOML file read.")
