@@ -1,0 +1,152 @@
+"""The daemon process: wiring, the main loop, signals and sd_notify."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import structlog
+
+from daemon.commands import Commands, package_version
+from daemon.control import ControlServer
+from daemon.ingest_worker import IngestWorker
+from daemon.lock import InstanceLock
+from daemon.notify import Notifier
+from daemon.watcher import IngestQueue, Watcher
+from services.curation import load_rules
+from services.embedding import make_embedder
+from services.index import VectorIndex
+from services.ingest import make_curator
+from services.ledger import Ledger
+from services.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# How long stopping waits for the ingest worker to finish the file in hand; a file
+# not finished is taken again at the next start (the ledger write is atomic).
+DRAIN_TIMEOUT_S = 2.0
+
+
+class Daemon:
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.notifier = notifier or Notifier(None)
+        self.state = "starting"
+        self.started_monotonic = time.monotonic()
+        self.queue = IngestQueue(
+            debounce_s=settings.ingest.debounce_ms / 1000, settle_s=settings.ingest.settle_s
+        )
+        self.index: VectorIndex | None = None
+        self.worker: IngestWorker | None = None
+        self.watcher: Watcher | None = None
+        self._stop: asyncio.Event | None = None
+        self._signals = 0
+
+    def run(self) -> int:
+        """Run in the foreground until SIGTERM/SIGINT; returns the exit status."""
+        lock = InstanceLock(self.settings.state_dir / "personad.lock")
+        lock.acquire()  # AlreadyRunning propagates to the CLI
+        try:
+            return asyncio.run(self._main())
+        finally:
+            lock.release()
+
+    def _make_index(self) -> VectorIndex:
+        ix = self.settings.index
+        if ix.embedding_provider == "ollama":
+            if not self.settings.ollama.url:
+                raise SystemExit("index.embedding_provider is 'ollama' but ollama.url is not set")
+            embedder = make_embedder(
+                "ollama",
+                host=self.settings.ollama.url,
+                model=ix.embedding_model,
+                batch_size=ix.batch_size,
+            )
+        else:
+            embedder = make_embedder("local", batch_size=ix.batch_size)
+        if ix.chroma_url:
+            return VectorIndex(url=ix.chroma_url, embedder=embedder)
+        return VectorIndex(path=self.settings.index_dir, embedder=embedder)
+
+    async def _main(self) -> int:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        s = self.settings
+        s.state_dir.mkdir(parents=True, exist_ok=True)
+        Ledger(s.ledger_path).close()  # creates and migrates
+        self.index = self._make_index()
+        self.worker = IngestWorker(s, self.queue, self.index, curate=make_curator(load_rules()))
+        self.watcher = Watcher(s.profiles, self.queue, self.worker.request_scan)
+        commands = Commands(self)
+        server = ControlServer(
+            s.socket_file,
+            commands.handlers(),
+            allowed_uids=s.socket.allowed_uids,
+            max_line_bytes=s.socket.max_line_bytes,
+            read_timeout_s=s.socket.read_timeout_s,
+            max_connections=s.socket.max_connections,
+        )
+        await server.start()
+        self.watcher.start()
+        self.worker.start()
+        self.state = "running"
+        self.notifier.ready(f"watching {s.profiles}")
+        log.info(
+            "personad started",
+            version=package_version(),
+            pid=os.getpid(),
+            state_dir=str(s.state_dir),
+            socket=str(s.socket_file),
+        )
+        tasks = [
+            asyncio.create_task(self._watchdog_pings()),
+            asyncio.create_task(self._reconcile_timer()),
+        ]
+        try:
+            await self._stop.wait()
+        finally:
+            self.state = "stopping"
+            self.notifier.stopping("draining")
+            log.info("personad stopping")
+            for task in tasks:
+                task.cancel()
+            await server.stop()
+            self.watcher.stop()
+            self.worker.stop()
+            await loop.run_in_executor(None, self.worker.join, DRAIN_TIMEOUT_S)
+            commands.close()
+            if self.index is not None:
+                self.index.close()
+            self.state = "stopped"
+            log.info("personad stopped")
+        return 0
+
+    def _on_signal(self, sig: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second signal: exiting at once", signal=signal.Signals(sig).name)
+            os._exit(128 + sig)
+        log.info("signal received: draining", signal=signal.Signals(sig).name)
+        assert self._stop is not None
+        self._stop.set()
+
+    async def _watchdog_pings(self) -> None:
+        interval = self.notifier.watchdog_interval_s
+        if not interval:
+            return
+        while True:
+            # Sent from the event loop itself: a stalled loop stops the pings and
+            # systemd restarts the service.
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+    async def _reconcile_timer(self) -> None:
+        interval = self.settings.ingest.reconcile_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            if self.worker is not None:
+                self.worker.request_scan(None)

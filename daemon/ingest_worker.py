@@ -1,0 +1,183 @@
+"""The ingest worker: one thread that reads due files, records them and indexes them.
+
+It owns its own ledger connection. Reconcile scans and reindex requests are run by
+this thread too, so the index is written from one place.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+
+import structlog
+
+from daemon.watcher import IngestQueue, scan_memory_files
+from services.index import VectorIndex
+from services.ingest import Curate, Ingestor
+from services.ledger import Ledger
+from services.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+_ALL = Path("/")  # marker: scan every profile
+
+
+class IngestWorker(threading.Thread):
+    def __init__(
+        self,
+        settings: Settings,
+        queue: IngestQueue,
+        index: VectorIndex | None,
+        curate: Curate | None = None,
+        on_ingested: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(name="ingest", daemon=True)
+        self.settings = settings
+        self.queue = queue
+        self.index = index
+        self.curate = curate
+        self.on_ingested = on_ingested
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._scans: set[Path] = set()
+        self._reindex: list[tuple[str, Future[int]]] = []
+        self.ready = threading.Event()
+        self.state = "starting"
+        self.last_error: str | None = None
+        self.files_done = 0
+        self.scans_done = 0
+
+    # -- requests from other threads -------------------------------------------
+    def request_scan(self, directory: Path | None = None) -> None:
+        with self._lock:
+            self._scans.add(directory or _ALL)
+        self.queue.wake()
+
+    def request_reindex(self, profile: str) -> Future[int]:
+        fut: Future[int] = Future()
+        with self._lock:
+            self._reindex.append((profile, fut))
+        self.queue.wake()
+        return fut
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self.queue.wake()
+
+    # -- the thread ---------------------------------------------------------------
+    def run(self) -> None:
+        ledger = Ledger(self.settings.ledger_path)
+        ingestor = Ingestor(
+            ledger,
+            self.index,
+            max_file_bytes=int(self.settings.ingest.max_file_mb * 1024 * 1024),
+            curate=self.curate,
+        )
+        try:
+            self._startup(ledger, ingestor)
+            self.state = "running"
+            self.ready.set()
+            while not self._stopping.is_set():
+                self._step(ledger, ingestor)
+        finally:
+            self.state = "stopped"
+            self.ready.set()
+            ledger.close()
+
+    def _startup(self, ledger: Ledger, ingestor: Ingestor) -> None:
+        if self.index is not None:
+            try:
+                self.index.embedder.embed(["warm-up"])  # load the model once, now
+                for profile in ledger.profiles():
+                    repaired = ingestor.repair_index(profile)
+                    if repaired:
+                        log.info("index repaired", profile=profile, indexed=repaired)
+            except Exception as exc:
+                self._index_failed(exc)
+        self.request_scan(None)
+
+    def _step(self, ledger: Ledger, ingestor: Ingestor) -> None:
+        with self._lock:
+            scans, self._scans = self._scans, set()
+            reindex, self._reindex = self._reindex, []
+        for profile, fut in reindex:
+            try:
+                fut.set_result(ingestor.reindex(profile))
+            except Exception as exc:
+                fut.set_exception(exc)
+        for directory in sorted(scans):
+            self._scan(ingestor, None if directory == _ALL else directory)
+        items = self.queue.take(self.settings.ingest.batch_max_files, timeout=0.25)
+        touched: set[str] = set()
+        settle = self.settings.ingest.settle_s
+        for profile, path, closed in items:
+            if self._stopping.is_set():
+                # Not taken: the next start's reconcile scan finds it again.
+                break
+            if not closed and not self._settled(profile, path, settle):
+                continue
+            try:
+                result = ingestor.ingest_file(profile, path)
+            except Exception:
+                log.exception("ingest failed; will retry on the next scan", path=str(path))
+                continue
+            self.files_done += 1
+            if result.outcome is not None:
+                touched.add(profile)
+        if not items and not scans and self.index is not None:
+            touched.update(ledger.profiles_with_unindexed())
+        for profile in sorted(touched):
+            self._index(ingestor, profile)
+            if self.on_ingested is not None:
+                self.on_ingested(profile)
+
+    def _settled(self, profile: str, path: Path, settle: float) -> bool:
+        """A file without a close event is taken once unmodified for the settle time."""
+        try:
+            age = time.time() - path.stat().st_mtime
+        except OSError:
+            return True  # gone or unreadable: the reader records what happened
+        if age >= settle:
+            return True
+        self.queue.requeue(profile, path, settle - age + 0.01)
+        return False
+
+    def _scan(self, ingestor: Ingestor, directory: Path | None) -> None:
+        started = time.monotonic()
+        found = queued = 0
+        for profile, path in scan_memory_files(self.settings.profiles, directory):
+            found += 1
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if ingestor.is_unchanged(profile, path, st):
+                continue
+            queued += 1
+            old = time.time() - st.st_mtime >= self.settings.ingest.settle_s
+            self.queue.put(profile, path, closed=old)
+        self.scans_done += 1
+        log.info(
+            "reconcile scan",
+            under=str(directory or self.settings.profiles),
+            files=found,
+            queued=queued,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    def _index(self, ingestor: Ingestor, profile: str) -> None:
+        try:
+            ingestor.index_pending(profile)
+            if self.last_error and self.state == "index-error":
+                self.state, self.last_error = "running", None
+        except Exception as exc:
+            self._index_failed(exc)
+
+    def _index_failed(self, exc: Exception) -> None:
+        # Memories stay marked unindexed in the ledger; the next step retries.
+        self.state, self.last_error = "index-error", f"{type(exc).__name__}: {exc}"
+        log.error("indexing failed; memories stay queued for the index", error=self.last_error)
+        self._stopping.wait(2.0)
