@@ -3,7 +3,9 @@
 ``content`` is usually a string (what was seen, thought or said). Some events carry it as
 an object ``{"userMessage", "assistantMessage"}``: then the user message is the prompt and
 the assistant message the response. A top-level ``response`` wins over
-``assistantMessage``. The memory id is over the whole event object, as written.
+``assistantMessage``. The memory id is over the whole event object, as written, less
+MetaHuman's own processing bookkeeping (``metadata.processed``, ``processedAt``): a
+pipeline marking an event processed rewrites the file, and that is not a new memory.
 """
 
 from __future__ import annotations
@@ -26,6 +28,16 @@ from .model import Memory
 DEFAULT_TYPE = "observation"
 # Top-level event fields kept in the memory's metadata (unless metadata has them already).
 _KEPT = {"id": "eventId", "userId": "userId", "links": "links"}
+# Metadata keys MetaHuman changes when it processes an event; not part of the memory.
+_BOOKKEEPING = ("processed", "processedAt")
+
+
+def _identity(obj: dict[str, Any]) -> dict[str, Any]:
+    """The event as it counts for the memory id."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict) or not any(k in meta for k in _BOOKKEEPING):
+        return obj
+    return {**obj, "metadata": {k: v for k, v in meta.items() if k not in _BOOKKEEPING}}
 
 
 def is_event(obj: dict[str, Any]) -> bool:
@@ -69,7 +81,7 @@ def parse_event(obj: dict[str, Any], locator: str) -> Memory:
         if obj.get(field) is not None and key not in metadata:
             metadata[key] = obj[field]
     return Memory(
-        id=memory_id(obj),
+        id=memory_id(_identity(obj)),
         format="metahuman",
         type=kind,
         prompt=prompt,

@@ -84,11 +84,15 @@ def test_different_content_different_id():
     assert len(set(all_ids)) == len(variants)
 
 
-def test_metahuman_id_is_over_the_whole_event(tmp_path: Path):
+def test_metahuman_id_is_over_the_event(tmp_path: Path):
     source = METAHUMAN / "evt-20251019143000.json"
     event = json.loads(source.read_text())
     first = ids(parse_bytes(source.name, source.read_bytes()))[0]
-    assert first == content_id(event)
+    # The whole event, less MetaHuman's processing bookkeeping.
+    meta = {
+        k: v for k, v in event.get("metadata", {}).items() if k not in ("processed", "processedAt")
+    }
+    assert first == content_id({**event, "metadata": meta} if "metadata" in event else event)
     # Another file, re-indented, in an array: same id.
     copy = tmp_path / "elsewhere" / "copy.json"
     copy.parent.mkdir()
@@ -114,3 +118,22 @@ def test_prose_id_does_not_depend_on_title_or_file():
     a = ids(parse_bytes("one.md", b"Just a line of prose."))
     b = ids(parse_bytes("two.txt", b"Just a line of prose.\n"))
     assert a == b
+
+
+def test_metahuman_marking_an_event_processed_is_not_a_new_memory():
+    event = json.loads((METAHUMAN / "evt-20251106130000-alice-project.json").read_text())
+    fresh = {**event, "metadata": {"cognitiveMode": "emulation"}}
+    processed = {
+        **event,
+        "metadata": {
+            "cognitiveMode": "emulation",
+            "processed": True,
+            "processedAt": "2025-11-07T09:00:00Z",
+        },
+    }
+    edited = {**fresh, "content": fresh["content"] + " (edited)"}
+    [a] = ids(parse_bytes("a.json", json.dumps(fresh).encode()))
+    [b] = ids(parse_bytes("a.json", json.dumps(processed).encode()))
+    [c] = ids(parse_bytes("a.json", json.dumps(edited).encode()))
+    assert a == b
+    assert c != a
