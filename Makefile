@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup run test lint clean
+.PHONY: setup run test lint clean install-systemd
 
 setup: $(STAMP)
 
@@ -30,6 +30,14 @@ lint: setup
 	$(VENV)/bin/ruff check daemon services tests bench
 	$(VENV)/bin/ruff format --check daemon services tests bench
 	$(VENV)/bin/mypy daemon services
+
+# Installs the unit with ExecStart pointing at this checkout, and the default config.
+install-systemd: setup
+	sed "s#/opt/personad/.venv/bin/personad#$(CURDIR)/$(VENV)/bin/personad#" \
+	  systemd/personad.service > /etc/systemd/system/personad.service
+	install -d -m 0755 /etc/personad
+	[ -f /etc/personad/personad.toml ] || install -m 0644 etc/personad.toml /etc/personad/personad.toml
+	systemctl daemon-reload
 
 clean:
 	rm -rf $(VENV)
