@@ -1,0 +1,225 @@
+"""The training child: ``python -m services.training``.
+
+::
+
+    python -m services.training --run-dir DIR --kind lora|full --base SPEC --cache-dir DIR
+        [--config FILE] [--progress-fd N] [--merge] [--device auto|cpu|cuda] [--threads N]
+        [--reference-model SPEC_OR_DIR [--reference-adapter DIR]]
+
+``--run-dir``    holds ``fine_tune_dataset.jsonl``; receives ``progress.jsonl``, ``train.log``,
+                 ``checkpoints/`` and the artifact (``adapter/`` or ``model/``).
+``--base``       base model spec: ``embedded:smollm2``, a model directory, a ``.gguf`` file or a
+                 hub id in the local cache (see ``services.training.base_model``).
+``--cache-dir``  where GGUF files are converted once, e.g. ``<state>/base-models``.
+``--config``     a resolved ``config.json`` (``ResolvedConfig.write``); default
+                 ``<run-dir>/config.json``; when that is missing too, the configuration is
+                 resolved here from the shipped ``etc/`` and written there.
+``--progress-fd`` an inherited file descriptor for the JSON-lines progress events (see
+                 ``services.training.progress``); they are always appended to
+                 ``progress.jsonl`` too. With 1 (stdout), stray output is sent to stderr.
+``--merge``      for LoRA: also write the adapter merged into the base under ``model/``.
+``--device``     ``auto`` (default): CUDA when available, else CPU.
+``--threads``    torch CPU threads (default: torch's choice).
+``--reference-model`` the model the evaluation gate compares the candidate with, normally the
+                 active one: a base spec or a full model directory; ``--reference-adapter``
+                 a LoRA adapter on it. Default: the base model the run trained from.
+
+After training, the evaluation gate (``services.evaluate``; config ``gate``) judges the
+artifact: its verdict is the ``done`` event's ``metrics["gate"]``
+(``{"passed": bool, "reason": str, ...}``), also written to ``eval.json`` and to
+``run-summary.json``'s ``"gate"`` key. A rejected candidate still exits 0: the daemon
+reads the verdict.
+
+Exit codes: ``services.training.command.ExitCode`` (0 ok, 1 error, 2 usage, 3 bad input,
+4 out of memory, 5 cancelled by SIGTERM/SIGINT); every failure ends with an ``error`` event.
+The dataset is validated before torch is imported, so bad input fails in well under a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import structlog
+
+from services.training.base_model import locate, resolve_base_model
+from services.training.command import ExitCode
+from services.training.config import CONFIG_FILE, ResolvedConfig, resolve_config
+from services.training.dataset import DATASET_FILE, read_dataset, select
+from services.training.errors import BadInputError, TrainingConfigError
+from services.training.progress import ProgressWriter
+
+SHIPPED_ETC = Path(__file__).resolve().parents[2] / "etc"
+log = structlog.get_logger("services.training")
+
+
+class Cancelled(BaseException):
+    """SIGTERM or SIGINT arrived."""
+
+
+class _Tee:
+    """A file-like that writes to every stream it holds (train.log and stderr)."""
+
+    def __init__(self, *streams: TextIO):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for s in self.streams:
+            s.write(text)
+            s.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        for s in self.streams:
+            s.flush()
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m services.training", description=__doc__)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--run-dir", required=True, type=Path)
+    p.add_argument("--kind", required=True, choices=("lora", "full"))
+    p.add_argument("--base", required=True)
+    p.add_argument("--cache-dir", required=True, type=Path)
+    p.add_argument("--config", type=Path)
+    p.add_argument("--progress-fd", type=int)
+    p.add_argument("--merge", action="store_true")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--threads", type=int)
+    p.add_argument("--reference-model")
+    p.add_argument("--reference-adapter", type=Path)
+    args = p.parse_args(argv)
+    if args.reference_adapter is not None and args.reference_model is None:
+        p.error("--reference-adapter needs --reference-model (the model it applies to)")
+    return args
+
+
+def _setup_logging(run_dir: Path) -> TextIO:
+    log_file = open(run_dir / "train.log", "a", encoding="utf-8")  # noqa: SIM115 - process-long
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S"),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(_Tee(log_file, sys.stderr)),  # type: ignore[arg-type]
+        cache_logger_on_first_use=True,
+    )
+    return log_file
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    raise Cancelled(signal.Signals(signum).name)
+
+
+def _resolved(args: argparse.Namespace, n_samples: int) -> ResolvedConfig:
+    path = args.config or args.run_dir / CONFIG_FILE
+    if path.is_file():
+        resolved = ResolvedConfig.read(path)
+        if resolved.kind != args.kind:
+            raise BadInputError(
+                f"{path} was resolved for kind {resolved.kind!r}, not {args.kind!r}"
+            )
+        return resolved
+    if args.config is not None:
+        raise BadInputError(f"config file not found: {path}")
+    resolved = resolve_config(
+        base_model=locate(args.base),
+        kind=args.kind,
+        n_samples=n_samples,
+        mode=None,
+        preset=None,
+        job_args={},
+        etc_dir=SHIPPED_ETC,
+    )
+    resolved.write(args.run_dir)
+    return resolved
+
+
+def _is_oom(exc: BaseException) -> bool:
+    torch: Any = sys.modules.get("torch")
+    return isinstance(exc, MemoryError) or (
+        torch is not None and isinstance(exc, torch.OutOfMemoryError)
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    fd = args.progress_fd
+    if fd == 1:  # keep the protocol stream clean: anything else printed goes to stderr
+        fd = os.dup(1)
+        os.dup2(2, 1)
+    progress = ProgressWriter(args.run_dir / "progress.jsonl", fd)
+    log_file = _setup_logging(args.run_dir)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        records = read_dataset(args.run_dir / DATASET_FILE)
+        resolved = _resolved(args, len(records))
+        selection = select(records, resolved.config)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        from services.training.recipe import train
+
+        base_dir = resolve_base_model(args.base, args.cache_dir)
+        artifact, metrics = train(
+            run_dir=args.run_dir,
+            kind=args.kind,
+            base_dir=base_dir,
+            resolved=resolved,
+            selection=selection,
+            device_name=args.device,
+            merge=args.merge,
+            progress=progress,
+        )
+        from services.evaluate import evaluate_candidate
+
+        metrics["gate"] = evaluate_candidate(
+            run_dir=args.run_dir,
+            kind=args.kind,
+            base_dir=base_dir,
+            artifact=artifact,
+            resolved=resolved,
+            selection=selection,
+            cache_dir=args.cache_dir,
+            reference_model=args.reference_model,
+            reference_adapter=args.reference_adapter,
+            device=args.device,
+        )
+        progress.emit("done", metrics=metrics, artifact=str(artifact))
+        log.info(
+            "done",
+            artifact=str(artifact),
+            eval_loss=metrics["eval_loss"],
+            gate=metrics["gate"]["passed"],
+        )
+        code, message = ExitCode.OK, ""
+    except (BadInputError, TrainingConfigError) as exc:
+        code, message = ExitCode.BAD_INPUT, str(exc)
+    except Cancelled as exc:
+        code, message = ExitCode.CANCELLED, f"cancelled by {exc}"
+    except BaseException as exc:
+        code = ExitCode.OOM if _is_oom(exc) else ExitCode.ERROR
+        message = f"{type(exc).__name__}: {exc}"
+        log.error("traceback", text="".join(traceback.format_exception(exc)))
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if code != ExitCode.OK:
+        log.error("training failed", message=message, exit_code=int(code))
+        progress.emit("error", message=message, code=int(code))
+    progress.close()
+    log_file.close()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

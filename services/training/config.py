@@ -1,0 +1,418 @@
+"""The training configuration and its resolution in layers (DESIGN.md "Training configuration").
+
+Layers, each overriding the one below (the name is what ``ResolvedConfig.sources`` records):
+
+1. ``default``: the field defaults of :class:`TrainingConfig`;
+2. ``smart``: from the base model's size category (``modelinfo.CATEGORY_DEFAULTS``: learning
+   rate per kind, epochs, LoRA rank with alpha = 2 x rank, batch size, accumulation) and the
+   dataset size (fewer than 100 samples: 2 more epochs; more than 5,000: 1 fewer);
+3. ``global``: ``etc/fine-tune-config.json``;
+4. ``mode``: ``etc/modes/<mode>-config.json`` when a mode filter is given;
+5. ``preset``: ``quick``, ``balanced`` or ``quality`` when one is given. It sits above the
+   files because choosing a preset is a per-job decision, and below the job arguments
+   because those name single keys explicitly. Presets are defined in :data:`PRESETS`;
+   ``etc/fine-tune-config.json`` may redefine them under ``"presets"``;
+6. ``job``: explicit job arguments (nested ``{"lora": {"r": 8}}`` or dotted ``{"lora.r": 8}``).
+
+A file layer takes its hyperparameters from ``"training"`` and, for a full fine-tune, then
+from ``"training"."full"`` (overrides for full runs: they want a learning rate 10-50x lower
+than LoRA), and its dataset requirements from ``"dataset"``. The evaluation gate's
+settings (:class:`GateSettings`) sit under ``"training"."gate"``, like ``"lora"`` (as a job
+argument: ``gate.min_improvement``). Keys starting with ``$`` and ``notes`` are comments.
+In ``etc/fine-tune-config.json`` any other unknown key is an error; a mode file's other
+top-level sections and unknown ``"dataset"`` keys belong to other components and are
+ignored, but an unknown key under ``"training"`` is an error. Every error is a
+:class:`TrainingConfigError` naming the file (or layer) and the dotted key.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from services.training.errors import TrainingConfigError
+from services.training.modelinfo import CATEGORY_DEFAULTS, ModelInfo, probe
+
+Kind = Literal["lora", "full"]
+KINDS: tuple[str, ...] = ("lora", "full")
+LAYERS: tuple[str, ...] = ("default", "smart", "global", "mode", "preset", "job")
+GLOBAL_FILE = "fine-tune-config.json"
+CONFIG_FILE = "config.json"
+FEW_SAMPLES = 100
+MANY_SAMPLES = 5000
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class LoraSettings(_Strict):
+    r: int = Field(default=16, ge=1, le=1024)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: Literal["all-linear"] | list[str] = Field(default="all-linear", min_length=1)
+
+
+class DatasetRequirements(_Strict):
+    required_samples: int = Field(
+        default=4, ge=1, description="Fewer training samples than this is bad input: the run fails."
+    )
+    min_samples: int = Field(default=0, ge=0, description="Fewer is allowed, with a warning.")
+    recommended_samples: int = Field(
+        default=0, ge=0, description="Fewer is allowed, with a warning."
+    )
+    max_samples: int | None = Field(default=None, ge=1, description="Train on at most this many.")
+
+
+class GateSettings(_Strict):
+    """The evaluation gate a candidate passes before it is published (``services.evaluate``)."""
+
+    enabled: bool = Field(default=True, description="False: every candidate is published.")
+    min_improvement: float = Field(
+        default=0.0,
+        ge=-1,
+        lt=1,
+        description="Held-out loss must be <= the reference's x (1 - this); 0.01 = 1% better.",
+    )
+    max_regression: float = Field(
+        default=0.05,
+        gt=-1,
+        le=10,
+        description="Regression-set loss must be <= the reference's x (1 + this).",
+    )
+    probe_tokens: int = Field(
+        default=24, ge=0, le=512, description="Tokens generated per tag probe; 0: no probe."
+    )
+    probe_per_mode: int = Field(
+        default=2, ge=0, le=100, description="Samples probed per mode; 0: no probe."
+    )
+
+
+class TrainingConfig(_Strict):
+    """Every hyperparameter of a training run; the defaults are the ``default`` layer."""
+
+    learning_rate: float = Field(default=2e-4, gt=0, le=1)
+    lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(default=0.05, ge=0, le=1)
+    weight_decay: float = Field(default=0.01, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    num_epochs: int = Field(default=3, ge=1, le=1000)
+    max_steps: int | None = Field(
+        default=None, ge=1, description="Stop after this many optimizer steps."
+    )
+    batch_size: int = Field(default=4, ge=1)
+    gradient_accumulation_steps: int = Field(default=4, ge=1)
+    max_seq_length: int = Field(default=2048, ge=64)
+    save_steps: int = Field(default=200, ge=1)
+    save_total_limit: int = Field(default=2, ge=1)
+    eval_steps: int | None = Field(
+        default=None, ge=1, description="None: evaluate at each checkpoint."
+    )
+    eval_fraction: float = Field(
+        default=0.1,
+        ge=0,
+        le=0.5,
+        description="Held out for eval when the dataset has no eval split.",
+    )
+    bf16: Literal["auto"] | bool = "auto"
+    gradient_checkpointing: Literal["auto"] | bool = "auto"
+    packing: Literal["auto"] | bool = "auto"
+    seed: int = Field(default=42, ge=0)
+    lora: LoraSettings = LoraSettings()
+    merge_lora: bool = False
+    tokens_per_s: float | None = Field(
+        default=None, gt=0, description="Throughput for time estimates."
+    )
+    dataset: DatasetRequirements = DatasetRequirements()
+    gate: GateSettings = GateSettings()
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"num_epochs": 1, "max_seq_length": 1024, "lora": {"r": 8, "alpha": 16}},
+    "balanced": {},
+    "quality": {"num_epochs": 4, "warmup_ratio": 0.06, "lora": {"r": 32, "alpha": 64}},
+}
+
+
+@dataclass
+class ResolvedConfig:
+    """A resolved :class:`TrainingConfig` with the provenance of every key."""
+
+    config: TrainingConfig
+    sources: dict[str, str]
+    kind: str
+    mode: str | None
+    preset: str | None
+    base_model: str
+    model: ModelInfo
+    n_samples: int
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "mode": self.mode,
+            "preset": self.preset,
+            "base_model": self.base_model,
+            "model": self.model.to_dict(),
+            "n_samples": self.n_samples,
+            "config": self.config.model_dump(mode="json"),
+            "sources": dict(sorted(self.sources.items())),
+            "files": self.files,
+        }
+
+    def write(self, run_dir: Path) -> Path:
+        """Write ``<run_dir>/config.json`` atomically; return its path."""
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path = run_dir / CONFIG_FILE
+        fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".config.", suffix=".tmp")
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> ResolvedConfig:
+        """Load a ``config.json`` written by :meth:`write`."""
+        source = str(path)
+        try:
+            data = json.loads(Path(path).read_text())
+            model = data["model"]
+            info = ModelInfo(int(model["params"]), model["source"], model["category"])
+            return cls(
+                config=_validate(data["config"], source),
+                sources=dict(data["sources"]),
+                kind=data["kind"],
+                mode=data["mode"],
+                preset=data["preset"],
+                base_model=data["base_model"],
+                model=info,
+                n_samples=int(data["n_samples"]),
+                files=dict(data.get("files") or {}),
+            )
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TrainingConfigError(
+                f"not a resolved training config: {exc}", source=source
+            ) from exc
+
+
+def resolve_config(
+    *,
+    base_model: Path,
+    kind: str,
+    n_samples: int,
+    mode: str | None,
+    preset: str | None,
+    job_args: dict[str, Any],
+    etc_dir: Path,
+) -> ResolvedConfig:
+    """Resolve the configuration of one run; see the module docstring for the order."""
+    if kind not in KINDS:
+        raise TrainingConfigError(
+            f"must be one of {', '.join(KINDS)}, not {kind!r}", source="job", key="kind"
+        )
+    info = probe(base_model)
+    merged: dict[str, Any] = TrainingConfig().model_dump()
+    sources = {key: "default" for key in _flatten(merged)}
+    files: dict[str, str] = {}
+
+    def apply(layer: str, data: dict[str, Any], source: str) -> None:
+        nonlocal merged
+        candidate = _deep_merge(merged, data)
+        _validate(candidate, source)
+        merged = candidate
+        sources.update({key: layer for key in _flatten(data)})
+
+    apply("smart", _smart_defaults(info, kind, n_samples), "smart defaults")
+
+    global_path = etc_dir / GLOBAL_FILE
+    global_data: dict[str, Any] = {}
+    if global_path.exists():
+        files["global"] = str(global_path)
+        global_data = _read_json(global_path)
+        _check_keys(global_data, {"training", "dataset", "presets"}, str(global_path))
+        for data in _file_layers(global_data, kind, str(global_path), strict_dataset=True):
+            apply("global", data, str(global_path))
+
+    if mode is not None:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", mode):
+            raise TrainingConfigError(f"not a mode name: {mode!r}", source="job", key="mode")
+        mode_path = etc_dir / "modes" / f"{mode}-config.json"
+        if not mode_path.exists():
+            raise TrainingConfigError(f"no config for mode {mode!r}", source=str(mode_path))
+        files["mode"] = str(mode_path)
+        mode_data = _read_json(mode_path)
+        for data in _file_layers(mode_data, kind, str(mode_path), strict_dataset=False):
+            apply("mode", data, str(mode_path))
+
+    if preset is not None:
+        presets = _presets(global_data, str(global_path))
+        if preset not in presets:
+            raise TrainingConfigError(
+                f"unknown preset {preset!r} (one of {', '.join(sorted(presets))})",
+                source="job",
+                key="preset",
+            )
+        apply("preset", presets[preset], f"preset {preset!r}")
+
+    apply("job", _undot(job_args), "job arguments")
+    return ResolvedConfig(
+        config=_validate(merged, "resolved config"),
+        sources=sources,
+        kind=kind,
+        mode=mode,
+        preset=preset,
+        base_model=str(base_model),
+        model=info,
+        n_samples=n_samples,
+        files=files,
+    )
+
+
+def _smart_defaults(info: ModelInfo, kind: str, n_samples: int) -> dict[str, Any]:
+    d = CATEGORY_DEFAULTS[info.category]
+    epochs = d.num_epochs
+    if n_samples < FEW_SAMPLES:
+        epochs += 2
+    elif n_samples > MANY_SAMPLES:
+        epochs = max(1, epochs - 1)
+    return {
+        "learning_rate": d.full_learning_rate if kind == "full" else d.lora_learning_rate,
+        "num_epochs": epochs,
+        "batch_size": d.batch_size,
+        "gradient_accumulation_steps": d.gradient_accumulation_steps,
+        "lora": {"r": d.lora_r, "alpha": 2 * d.lora_r},
+    }
+
+
+def _file_layers(
+    data: dict[str, Any], kind: str, source: str, *, strict_dataset: bool
+) -> list[dict[str, Any]]:
+    """A file's layer data: its ``training`` keys, its ``full`` overrides, its ``dataset``."""
+    training = _section(data, "training", source)
+    full = _section(training, "full", source, prefix="training.")
+    if "lora" in full:
+        raise TrainingConfigError(
+            "LoRA settings do not apply to full runs", source=source, key="training.full.lora"
+        )
+    shared = {k: v for k, v in training.items() if k != "full"}
+    hyper = set(TrainingConfig.model_fields) - {"dataset"}
+    _check_keys(shared, hyper, source, prefix="training.")
+    _check_keys(full, hyper - {"lora"}, source, prefix="training.full.")
+    defaults = TrainingConfig().model_dump()
+    _validate(_deep_merge(defaults, shared), source, "training.")
+    _validate(_deep_merge(defaults, full), source, "training.full.")
+    dataset = _section(data, "dataset", source)
+    known = set(DatasetRequirements.model_fields)
+    if strict_dataset:
+        _check_keys(dataset, known, source, prefix="dataset.")
+    layers = [
+        shared,
+        full if kind == "full" else {},
+        {"dataset": {k: v for k, v in dataset.items() if k in known}},
+    ]
+    return [layer for layer in layers if _flatten(layer)]
+
+
+def _section(data: dict[str, Any], key: str, source: str, prefix: str = "") -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise TrainingConfigError("must be a JSON object", source=source, key=prefix + key)
+    return _strip_comments(value)
+
+
+def _presets(global_data: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
+    presets = copy.deepcopy(PRESETS)
+    for name, value in _section(global_data, "presets", source).items():
+        if not isinstance(value, dict):
+            raise TrainingConfigError("must be a JSON object", source=source, key=f"presets.{name}")
+        value = _strip_comments(value)
+        _check_keys(value, set(TrainingConfig.model_fields), source, prefix=f"presets.{name}.")
+        _validate(_deep_merge(TrainingConfig().model_dump(), value), source, f"presets.{name}.")
+        presets[name] = value
+    return presets
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TrainingConfigError(f"cannot read: {exc}", source=str(path)) from exc
+    except json.JSONDecodeError as exc:
+        raise TrainingConfigError(f"not valid JSON: {exc}", source=str(path)) from exc
+    if not isinstance(data, dict):
+        raise TrainingConfigError("must hold a JSON object", source=str(path))
+    return _strip_comments(data)
+
+
+def _strip_comments(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if not (k.startswith("$") or k == "notes")}
+
+
+def _check_keys(data: dict[str, Any], allowed: set[str], source: str, *, prefix: str = "") -> None:
+    for key in data:
+        if key not in allowed:
+            raise TrainingConfigError("unknown key", source=source, key=prefix + key)
+
+
+def _validate(data: dict[str, Any], source: str, prefix: str = "") -> TrainingConfig:
+    try:
+        return TrainingConfig.model_validate(data)
+    except ValidationError as exc:
+        # A union reports one error per member, its name last ("bool", "literal['auto']").
+        errors = exc.errors()
+        key = _error_key(errors[0]["loc"])
+        message = " or ".join(e["msg"] for e in errors if _error_key(e["loc"]) == key)
+        raise TrainingConfigError(message, source=source, key=prefix + key) from exc
+
+
+def _error_key(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(p) for p in loc if not str(p).startswith(("literal[", "bool", "list[")))
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _undot(args: dict[str, Any]) -> dict[str, Any]:
+    """``{"lora.r": 8}`` -> ``{"lora": {"r": 8}}``; nested dicts pass through."""
+    out: dict[str, Any] = {}
+    for key, value in args.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise TrainingConfigError(
+                    "is both a value and a section", source="job arguments", key=key
+                )
+        node[leaf] = _deep_merge(node[leaf], value) if isinstance(node.get(leaf), dict) else value
+    return out
