@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from datetime import datetime
 
 import structlog
 
@@ -14,12 +15,15 @@ from daemon.control import ControlServer
 from daemon.ingest_worker import IngestWorker
 from daemon.lock import InstanceLock
 from daemon.notify import Notifier
+from daemon.schedules import Schedules, Triggers
+from daemon.supervisor import Supervisor, kill_orphan
 from daemon.watcher import IngestQueue, Watcher
 from services.curation import load_rules
 from services.embedding import make_embedder
 from services.index import VectorIndex
 from services.ingest import make_curator
 from services.ledger import Ledger
+from services.publish.release import reconcile
 from services.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -41,6 +45,8 @@ class Daemon:
         self.index: VectorIndex | None = None
         self.worker: IngestWorker | None = None
         self.watcher: Watcher | None = None
+        self.supervisor: Supervisor | None = None
+        self.schedules: Schedules | None = None
         self._stop: asyncio.Event | None = None
         self._signals = 0
 
@@ -77,9 +83,32 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig)
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
-        Ledger(s.ledger_path).close()  # creates and migrates
+        ledger = Ledger(s.ledger_path)  # creates and migrates
+        for old, retry in ledger.recover_interrupted(s.training.max_attempts):
+            log.warning(
+                "job interrupted by a stop or crash",
+                job_id=old.id,
+                profile=old.profile,
+                retry=retry.id if retry else None,
+                orphan_killed=kill_orphan(old),
+            )
+        self.supervisor = Supervisor(s, before_training=self._free_gpu)
+        triggers = Triggers(s, on_queued=self.supervisor.wake, now=_local_now)
+        triggers.catch_up(ledger)
+        try:
+            reconcile(ledger, self.supervisor.release_config())
+        except Exception:
+            log.exception("cannot reconcile the active models")
+        ledger.close()
+        self.schedules = Schedules(s, triggers)
         self.index = self._make_index()
-        self.worker = IngestWorker(s, self.queue, self.index, curate=make_curator(load_rules()))
+        self.worker = IngestWorker(
+            s,
+            self.queue,
+            self.index,
+            curate=make_curator(load_rules()),
+            on_ingested=triggers.after_ingest,
+        )
         self.watcher = Watcher(s.profiles, self.queue, self.worker.request_scan)
         commands = Commands(self)
         server = ControlServer(
@@ -93,6 +122,8 @@ class Daemon:
         await server.start()
         self.watcher.start()
         self.worker.start()
+        self.supervisor.start()
+        self.schedules.start()
         self.state = "running"
         self.notifier.ready(f"watching {s.profiles}")
         log.info(
@@ -115,6 +146,10 @@ class Daemon:
             for task in tasks:
                 task.cancel()
             await server.stop()
+            self.schedules.stop()
+            await loop.run_in_executor(
+                None, self.supervisor.stop, self.settings.training.stop_grace_s + 5
+            )
             self.watcher.stop()
             self.worker.stop()
             await loop.run_in_executor(None, self.worker.join, DRAIN_TIMEOUT_S)
@@ -124,6 +159,12 @@ class Daemon:
             self.state = "stopped"
             log.info("personad stopped")
         return 0
+
+    def _free_gpu(self) -> None:
+        if self.settings.ollama.url:
+            from services.ollama_unload import unload_all
+
+            unload_all(self.settings.ollama.url)
 
     def _on_signal(self, sig: int) -> None:
         self._signals += 1
@@ -150,3 +191,7 @@ class Daemon:
             await asyncio.sleep(interval)
             if self.worker is not None:
                 self.worker.request_scan(None)
+
+
+def _local_now() -> datetime:
+    return datetime.now().astimezone()

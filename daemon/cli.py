@@ -47,7 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["auto", "json", "console"])
 
     command("ping", "check that the daemon answers")
-    command("status", "the daemon, its profiles, jobs and schedules")
+    status = command("status", "the daemon, its profiles, jobs and schedules")
+    status.add_argument("--watch", action="store_true", help="a live view, refreshed every second")
+    status.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
+    status.add_argument("--iterations", type=int, help=argparse.SUPPRESS)
 
     search = command("search", "find a profile's memories closest to a query")
     search.add_argument("profile")
@@ -60,6 +63,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     reindex = command("reindex", "rebuild a profile's vector index from the ledger")
     reindex.add_argument("profile")
+
+    train = command("train", "queue a training job for a profile")
+    train.add_argument("profile")
+    train.add_argument("--kind", choices=["lora", "full"], default="lora")
+    train.add_argument("--mode", choices=["dual", "emulation", "agent"])
+    train.add_argument("--preset", choices=["quick", "balanced", "quality"])
+    train.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    train.add_argument(
+        "--force", action="store_true", help="train even below the minimum sample counts"
+    )
+
+    command("jobs", "training jobs, newest first")
+    cancel = command("cancel", "cancel a queued or running job")
+    cancel.add_argument("job", type=int)
+    versions = command("versions", "a profile's published model versions")
+    versions.add_argument("profile")
+    rollback = command("rollback", "make an earlier version the active model")
+    rollback.add_argument("profile")
+    rollback.add_argument("--to", help="the version, e.g. v2 (default: the one before)")
+    pause = command("pause", "stop training a profile (or all); ingest goes on")
+    pause.add_argument("profile", nargs="?")
+    resume = command("resume", "let a paused profile (or all) train again")
+    resume.add_argument("profile", nargs="?")
+
+    report = command("report", "a run's loss curves (PNG), dataset quality, gate and version")
+    report.add_argument("target", metavar="RUN_DIR|PROFILE")
+    report.add_argument("--out", type=Path, help="where to write the PNG (default: in the run dir)")
 
     dataset = command(
         "dataset", "build a training dataset from a profile's samples (no daemon needed)"
@@ -112,7 +142,50 @@ CLIENT_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]],
     "search": (lambda a: {"profile": a.profile, "query": a.query, "k": a.k}, render.search),
     "rejects": (lambda a: {"profile": a.profile, "limit": a.limit}, render.rejects),
     "reindex": (lambda a: {"profile": a.profile}, render.reindex),
+    "train": (
+        lambda a: {
+            "profile": a.profile,
+            "kind": a.kind,
+            "mode": a.mode,
+            "preset": a.preset,
+            "force": a.force,
+        },
+        render.train,
+    ),
+    "jobs": (lambda a: {}, render.jobs),
+    "cancel": (lambda a: {"job": a.job}, render.cancel),
+    "versions": (lambda a: {"profile": a.profile}, render.versions),
+    "rollback": (
+        lambda a: {"profile": a.profile, "to": _version_number(a.to)},
+        render.rolled_back,
+    ),
+    "pause": (lambda a: {"profile": a.profile}, render.paused),
+    "resume": (lambda a: {"profile": a.profile}, render.paused),
 }
+
+
+def _version_number(text: str | None) -> int | None:
+    if text is None:
+        return None
+    digits = text.lower().removeprefix("v")
+    if not digits.isdigit():
+        raise SystemExit(f"personad: --to takes a version like v2, not {text!r}")
+    return int(digits)
+
+
+def _wait_for_job(client: ControlClient, job_id: int, as_json: bool) -> int:
+    """Follow a job until it ends; 0 when it succeeded."""
+    job = render.follow_job(lambda: _find_job(client, job_id), quiet=as_json)
+    if as_json:
+        print(json.dumps(job, indent=2, default=str))
+    return 0 if job["state"] == "succeeded" else EXIT_FAILED
+
+
+def _find_job(client: ControlClient, job_id: int) -> dict[str, Any]:
+    for job in client.call("jobs", {"limit": 1000})["jobs"]:
+        if job["id"] == job_id:
+            return dict(job)
+    raise ClientError(f"job {job_id} is gone from the ledger")
 
 
 def _dataset(settings: Settings, args: argparse.Namespace) -> int:
@@ -155,8 +228,46 @@ def _dataset(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(settings: Settings, args: argparse.Namespace) -> int:
+    from services.ledger import Ledger
+    from services.report import ReportError, latest_run, write_report
+
+    target = Path(args.target)
+    try:
+        run_dir = target if target.is_dir() else latest_run(settings.state_dir, args.target)
+        published = None
+        if settings.ledger_path.exists():
+            ledger = Ledger(settings.ledger_path)
+            for profile in ledger.profiles():
+                for v in ledger.versions(profile):
+                    if v["run_dir"] and Path(v["run_dir"]) == run_dir.resolve():
+                        active = " (active)" if v["active"] else ""
+                        published = f"{profile} v{v['version']}{active}"
+            ledger.close()
+        report = write_report(run_dir, args.out, published)
+    except ReportError as exc:
+        print(f"personad: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "run_dir": str(report.run_dir),
+                    "png": str(report.png),
+                    "markdown": str(report.markdown),
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(report.text)
+        print(f"loss curves: {report.png}")
+    return 0
+
+
 LOCAL_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "dataset": _dataset,
+    "report": _report,
 }
 
 
@@ -169,12 +280,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "run":
         return _run_daemon(settings)
+    if args.command == "status" and args.watch:
+        from daemon.watch import watch
+
+        return watch(settings.socket_file, args.interval, args.iterations)
     if args.command in LOCAL_COMMANDS:
         return LOCAL_COMMANDS[args.command](settings, args)
     to_args, printer = CLIENT_COMMANDS[args.command]
     try:
         with ControlClient(settings.socket_file, timeout=600.0) as client:
             result = client.call(args.command, to_args(args))
+            if args.command == "train" and args.wait:
+                if not args.json:
+                    printer(result, args)
+                return _wait_for_job(client, int(result["job"]["id"]), args.json)
     except DaemonNotRunning as exc:
         print(f"personad: {exc}", file=sys.stderr)
         return EXIT_NOT_RUNNING

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from daemon.control import CommandError, Handler
 from services.ledger import Ledger
+from services.report import latest_report
 
 if TYPE_CHECKING:
     from daemon.app import Daemon
@@ -61,6 +62,13 @@ class Commands:
             "search": self.search,
             "rejects": self.rejects,
             "reindex": self.reindex,
+            "train": self.train,
+            "jobs": self.jobs,
+            "cancel": self.cancel,
+            "versions": self.versions,
+            "rollback": self.rollback,
+            "pause": self.pause,
+            "resume": self.resume,
         }
 
     def close(self) -> None:
@@ -96,8 +104,14 @@ class Commands:
         return {"pong": True, "pid": os.getpid(), "version": package_version()}
 
     async def status(self, args: dict[str, Any]) -> dict[str, Any]:
-        counts, stats = await self._run(
-            lambda: (self._ledger().profile_counts(), self._ledger().sample_stats())
+        counts, stats, paused, globally, active = await self._run(
+            lambda: (
+                self._ledger().profile_counts(),
+                self._ledger().sample_stats(),
+                self._ledger().paused_profiles(),
+                self._ledger().globally_paused(),
+                self._ledger().active_versions(),
+            )
         )
         d = self.d
         profiles: dict[str, Any] = {}
@@ -112,9 +126,11 @@ class Commands:
                 "eligible_by_mode": st.get("by_mode", {}),
                 "quality": st.get("quality"),
                 "since_last_training": st.get("since_last_training", 0),
-                "active_version": None,
+                "active_version": f"v{active[name]}" if name in active else None,
                 "last_ingest_at": c["last_ingest_at"],
                 "queue": d.queue.depth(name),
+                "paused": name in paused,
+                "latest_report": latest_report(d.settings.state_dir, name),
             }
         worker = d.worker
         return {
@@ -123,6 +139,7 @@ class Commands:
                 "version": package_version(),
                 "uptime_s": round(time.monotonic() - d.started_monotonic, 3),
                 "state": d.state,
+                "paused": globally,
                 "state_dir": str(d.settings.state_dir),
                 "profiles_dir": str(d.settings.profiles),
                 "socket": str(d.settings.socket_file),
@@ -136,8 +153,8 @@ class Commands:
                 },
             },
             "profiles": profiles,
-            "jobs": [],
-            "schedules": [],
+            "jobs": await self._job_list(active_only=True),
+            "schedules": d.schedules.describe() if d.schedules else [],
         }
 
     async def search(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -189,3 +206,119 @@ class Commands:
             "indexed": count,
             "seconds": round(time.monotonic() - started, 3),
         }
+
+    # -- jobs -----------------------------------------------------------------------
+    async def _job_list(self, *, active_only: bool, limit: int = 50) -> list[dict[str, Any]]:
+        states = ("queued", "running") if active_only else None
+        jobs = await self._run(lambda: self._ledger().jobs(states=states, limit=limit))
+        live = self.d.supervisor.running() if self.d.supervisor else {}
+        out = []
+        for job in jobs:
+            item = job.to_dict()
+            item["progress"] = live.get(job.id) or job.progress
+            out.append(item)
+        return out
+
+    async def train(self, args: dict[str, Any]) -> dict[str, Any]:
+        profile = _str_arg(args, "profile")
+        kind = args.get("kind", "lora")
+        if kind not in ("lora", "full"):
+            raise CommandError("bad_args", "'kind' must be 'lora' or 'full'")
+        mode = args.get("mode")
+        if mode is not None and mode not in ("dual", "emulation", "agent"):
+            raise CommandError("bad_args", "'mode' must be dual, emulation or agent")
+        preset = args.get("preset")
+        if preset is not None and preset not in ("quick", "balanced", "quality"):
+            raise CommandError("bad_args", "'preset' must be quick, balanced or quality")
+        config = args.get("config") or {}
+        if not isinstance(config, dict):
+            raise CommandError("bad_args", "'config' must be an object of settings")
+        assert profile is not None
+
+        def enqueue() -> dict[str, Any]:
+            self._known_profile(profile)
+            job, created = self._ledger().enqueue_job(
+                profile,
+                kind,
+                mode=mode,
+                args={"preset": preset, "config": config, "force": bool(args.get("force"))},
+                reason="manual",
+            )
+            return {"job": job.to_dict(), "created": created}
+
+        result = await self._run(enqueue)
+        if self.d.supervisor is not None:
+            self.d.supervisor.wake()
+        return result
+
+    async def jobs(self, args: dict[str, Any]) -> dict[str, Any]:
+        limit = _int_arg(args, "limit", 50, 1, 1000)
+        return {"jobs": await self._job_list(active_only=False, limit=limit)}
+
+    async def cancel(self, args: dict[str, Any]) -> dict[str, Any]:
+        job_id = _int_arg(args, "job", 0, 1, 2**62)
+
+        def cancel() -> dict[str, Any]:
+            ledger = self._ledger()
+            job = ledger.job(job_id)
+            if job is None:
+                raise CommandError("unknown_job", f"no job {job_id}")
+            if ledger.cancel_queued(job_id):
+                return {"job": job_id, "state": "cancelled"}
+            if job.state == "running" and self.d.supervisor and self.d.supervisor.cancel(job_id):
+                return {"job": job_id, "state": "cancelling"}
+            raise CommandError("not_cancellable", f"job {job_id} is {job.state}")
+
+        return await self._run(cancel)
+
+    async def pause(self, args: dict[str, Any]) -> dict[str, Any]:
+        return await self._set_paused(args, True)
+
+    async def resume(self, args: dict[str, Any]) -> dict[str, Any]:
+        result = await self._set_paused(args, False)
+        if self.d.supervisor is not None:
+            self.d.supervisor.wake()
+        return result
+
+    async def _set_paused(self, args: dict[str, Any], paused: bool) -> dict[str, Any]:
+        profile = _str_arg(args, "profile", required=False)
+
+        def apply() -> dict[str, Any]:
+            if profile is not None:
+                self._known_profile(profile)
+            self._ledger().set_paused(profile, paused)
+            return {"profile": profile, "paused": paused}
+
+        return await self._run(apply)
+
+    async def versions(self, args: dict[str, Any]) -> dict[str, Any]:
+        profile = _str_arg(args, "profile")
+        assert profile is not None
+
+        def run() -> dict[str, Any]:
+            self._known_profile(profile)
+            return {"profile": profile, "versions": self._ledger().versions(profile)}
+
+        return await self._run(run)
+
+    async def rollback(self, args: dict[str, Any]) -> dict[str, Any]:
+        from services.publish import PublishError
+        from services.publish.release import rollback
+
+        profile = _str_arg(args, "profile")
+        to = args.get("to")
+        if to is not None and (isinstance(to, bool) or not isinstance(to, int) or to < 1):
+            raise CommandError("bad_args", "'to' must be a version number (1, 2, ...)")
+        assert profile is not None and self.d.supervisor is not None
+        cfg = self.d.supervisor.release_config()
+
+        def run() -> dict[str, Any]:
+            self._known_profile(profile)
+            before = self._ledger().active_version(profile)
+            try:
+                now = rollback(self._ledger(), cfg, profile, to)
+            except PublishError as exc:
+                raise CommandError("rollback_failed", str(exc)) from exc
+            return {"profile": profile, "from": before, "active": now}
+
+        return await self._run(run)

@@ -32,7 +32,7 @@ class IngestWorker(threading.Thread):
         queue: IngestQueue,
         index: VectorIndex | None,
         curate: Curate | None = None,
-        on_ingested: Callable[[str], None] | None = None,
+        on_ingested: Callable[[Ledger, str], object] | None = None,
     ) -> None:
         super().__init__(name="ingest", daemon=True)
         self.settings = settings
@@ -132,7 +132,10 @@ class IngestWorker(threading.Thread):
         for profile in sorted(touched):
             self._index(ingestor, profile)
             if self.on_ingested is not None:
-                self.on_ingested(profile)
+                try:
+                    self.on_ingested(ledger, profile)
+                except Exception:
+                    log.exception("after-ingest hook failed", profile=profile)
 
     def _settled(self, profile: str, path: Path, settle: float) -> bool:
         """A file without a close event is taken once unmodified for the settle time."""

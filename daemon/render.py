@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 console = Console(highlight=False)
@@ -55,9 +58,14 @@ def status(result: dict[str, Any], args: argparse.Namespace) -> None:
                 p.get("last_ingest_at") or "-",
             )
         console.print(table)
+    for sched in result.get("schedules") or []:
+        console.print(f"  schedule {sched['kind']} ({sched['cron']}): next {sched['next_run']}")
     jobs = result.get("jobs") or []
     for job in jobs:
-        console.print(f"  job {job['id']} {job['profile']} {job['kind']} {job['state']}")
+        console.print(
+            f"  job {job['id']} {job['profile']} {job['kind']} {job['state']}"
+            f"{_progress_text(job.get('progress'))}"
+        )
 
 
 def search(result: dict[str, Any], args: argparse.Namespace) -> None:
@@ -121,6 +129,115 @@ def dataset(summary: dict[str, Any], out_dir: Any) -> None:
     verdict = ds.get("contamination") or {}
     clean = not verdict.get("offenders")
     console.print("  contamination " + ("[green]none[/green]" if clean else "[red]found[/red]"))
+
+
+def _progress_text(p: dict[str, Any] | None) -> str:
+    if not p or "total_steps" not in p:
+        return f"  {p.get('phase')}" if p and p.get("phase") else ""
+    parts = [f"  step {p.get('step', 0)}/{p['total_steps']}"]
+    if p.get("loss") is not None:
+        parts.append(f"loss {p['loss']:.4f}")
+    if p.get("eval_loss") is not None:
+        parts.append(f"eval {p['eval_loss']:.4f}")
+    if p.get("eta_s") is not None:
+        parts.append(f"eta {_duration(p['eta_s'])}")
+    return ", ".join(parts)
+
+
+def train(result: dict[str, Any], args: argparse.Namespace) -> None:
+    job = result["job"]
+    verb = "queued" if result["created"] else f"already {job['state']} (coalesced)"
+    console.print(f"job {job['id']}: {job['kind']} for {job['profile']} {verb}")
+
+
+def jobs(result: dict[str, Any], args: argparse.Namespace) -> None:
+    rows = result.get("jobs") or []
+    if not rows:
+        console.print("no jobs")
+        return
+    table = Table("id", "profile", "kind", "mode", "state", "progress", "reason", "created")
+    for j in rows:
+        table.add_row(
+            str(j["id"]),
+            j["profile"],
+            j["kind"],
+            j.get("mode") or "-",
+            j["state"],
+            _progress_text(j.get("progress")).strip(),
+            j.get("reason") or "",
+            j["created_at"][:19],
+        )
+    console.print(table)
+
+
+def paused(result: dict[str, Any], args: argparse.Namespace) -> None:
+    what = result["profile"] or "all profiles"
+    console.print(f"{what}: {'paused (ingest goes on)' if result['paused'] else 'resumed'}")
+
+
+def versions(result: dict[str, Any], args: argparse.Namespace) -> None:
+    rows = result.get("versions") or []
+    if not rows:
+        console.print(f"{result['profile']}: nothing published yet")
+        return
+    table = Table("version", "kind", "job", "created", "ollama", "")
+    for v in rows:
+        table.add_row(
+            f"v{v['version']}",
+            v["kind"],
+            str(v.get("job_id") or "-"),
+            str(v["created_at"])[:19],
+            v.get("ollama_model") or "-",
+            "[bold green]active[/bold green]" if v["active"] else "",
+        )
+    console.print(table)
+
+
+def rolled_back(result: dict[str, Any], args: argparse.Namespace) -> None:
+    before = f"v{result['from']}" if result.get("from") else "none"
+    console.print(f"{result['profile']}: active model {before} -> v{result['active']}")
+
+
+def cancel(result: dict[str, Any], args: argparse.Namespace) -> None:
+    console.print(f"job {result['job']}: {result['state']}")
+
+
+def follow_job(
+    fetch: Callable[[], dict[str, Any]], quiet: bool = False, interval: float = 0.5
+) -> dict[str, Any]:
+    """Poll a job until it ends, with a progress bar (loss, ETA) unless quiet."""
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+    )
+    with Progress(*columns, console=console, disable=quiet, transient=False) as bar:
+        task = bar.add_task("queued", total=None, info="")
+        while True:
+            job = fetch()
+            p = job.get("progress") or {}
+            if p.get("total_steps"):
+                info = _progress_text(p).split(", ", 1)[1] if p.get("loss") is not None else ""
+                bar.update(
+                    task,
+                    total=p["total_steps"],
+                    completed=p.get("step", 0),
+                    description=f"job {job['id']} training",
+                    info=info,
+                )
+            else:
+                bar.update(task, description=f"job {job['id']} {p.get('phase') or job['state']}")
+            if job["state"] not in ("queued", "running"):
+                break
+            time.sleep(interval)
+    if not quiet:
+        reason = f": {job['reason']}" if job.get("reason") else ""
+        console.print(f"job {job['id']} {job['state']}{reason}")
+        if job.get("run_dir"):
+            console.print(f"  run dir {job['run_dir']}")
+    return job
 
 
 def _duration(seconds: float) -> str:

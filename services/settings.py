@@ -119,6 +119,16 @@ class OllamaSettings(_Section):
         None, description="Ollama server, e.g. http://127.0.0.1:11434; unset: no Ollama."
     )
     prefix: str = Field("personad", description="Model names are '<prefix>-<profile>:vN'.")
+    quantize: str | None = Field(
+        "q8_0", description="Quantization of published models (e.g. q8_0, q4_K_M); unset: none."
+    )
+    system: str | None = Field(
+        None,
+        description="SYSTEM prompt of published models; unset: the chat family's own default.",
+    )
+    keep_versions: int = Field(
+        3, ge=1, description="Published versions kept per profile (the active one always)."
+    )
 
 
 class TrainingSettings(_Section):
@@ -131,6 +141,67 @@ class TrainingSettings(_Section):
         None,
         description="Chat schema family (qwen, llama, phi, gptj, smollm); unset: from the base "
         "model's own chat template.",
+    )
+    max_samples: int | None = Field(
+        None, ge=1, description="Most samples in one training dataset (best first); unset: all."
+    )
+    concurrent_jobs: int = Field(
+        1, ge=1, le=64, description="Training jobs run at once (one per GPU)."
+    )
+    job_timeout_s: float = Field(
+        6 * 3600.0, gt=0, description="A training job running longer is stopped and failed."
+    )
+    memory_limit_mb: int | None = Field(
+        None, ge=256, description="Address-space limit of a training process; unset: none."
+    )
+    max_attempts: int = Field(
+        3, ge=1, description="Attempts of a job interrupted by a daemon stop or crash."
+    )
+    stop_grace_s: float = Field(
+        10.0, gt=0, description="Seconds a training process gets after SIGTERM before SIGKILL."
+    )
+    python: str | None = Field(
+        None,
+        description="Python interpreter of the training processes (e.g. a separate "
+        "environment with CUDA torch); unset: the daemon's own.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Training device: 'auto' uses CUDA when available."
+    )
+
+
+class TriggerSettings(_Section):
+    lora_threshold: int = Field(
+        50, ge=1, description="Eligible samples since the last training that queue a LoRA job."
+    )
+    lora_min_samples: int = Field(
+        10, ge=1, description="A LoRA job with fewer training samples is skipped."
+    )
+    full_min_samples: int = Field(
+        300, ge=1, description="A full fine-tune needs this many eligible samples (else skipped)."
+    )
+    lora_schedule: str | None = Field(
+        "0 3 * * *",
+        description="Cron line for the daily LoRA of profiles with new samples; unset: none.",
+    )
+    full_schedule: str | None = Field(
+        "0 4 * * 0",
+        description="Cron line for the weekly full fine-tune of profiles whose corpus meets "
+        "full_min_samples; unset: none.",
+    )
+    timezone: str | None = Field(None, description="Time zone of the schedules; unset: local.")
+    misfire_grace_s: float = Field(
+        6 * 3600.0,
+        ge=0,
+        description="A schedule missed while the daemon was down runs once at start-up if "
+        "its time was at most this long ago.",
+    )
+    replay_fraction: float = Field(
+        0.25, ge=0, le=10, description="Older samples replayed in a LoRA, per new sample."
+    )
+    replay_max: int = Field(500, ge=0, description="Most older samples replayed in a LoRA.")
+    replay_min_quality: float = Field(
+        8.0, ge=0, le=10, description="Only older samples of at least this quality are replayed."
     )
 
 
@@ -165,6 +236,7 @@ class Settings(BaseSettings):
     socket: SocketSettings = Field(default_factory=SocketSettings)  # type: ignore[arg-type]
     ollama: OllamaSettings = Field(default_factory=OllamaSettings)  # type: ignore[arg-type]
     training: TrainingSettings = Field(default_factory=TrainingSettings)  # type: ignore[arg-type]
+    triggers: TriggerSettings = Field(default_factory=TriggerSettings)  # type: ignore[arg-type]
 
     # Where the settings came from (not a setting): shown by `status`.
     config_file: Path | None = Field(None, exclude=True, description="The TOML file read.")

@@ -2,10 +2,13 @@
 
 from services.ledger.db import Database, utcnow
 from services.ledger.errors import LedgerError
+from services.ledger.jobs import Job, JobStore
+from services.ledger.lifecycle import LifecycleStore
 from services.ledger.memories import FileState, IngestOutcome, MemoryStore, SampleRow
+from services.ledger.versions import VersionStore
 
 
-class Ledger(MemoryStore):
+class Ledger(MemoryStore, JobStore, LifecycleStore, VersionStore):
     """Every ledger record type, on one connection (use one per thread)."""
 
 
@@ -13,9 +16,13 @@ __all__ = [
     "Database",
     "FileState",
     "IngestOutcome",
+    "Job",
+    "JobStore",
     "Ledger",
     "LedgerError",
+    "LifecycleStore",
     "MemoryStore",
     "SampleRow",
+    "VersionStore",
     "utcnow",
 ]

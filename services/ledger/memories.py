@@ -182,10 +182,13 @@ class MemoryStore(Database):
         return out
 
     def unindexed(self, profile: str, limit: int) -> list[dict[str, Any]]:
+        # Left to itself, SQLite walks every memory of the profile (the ORDER BY makes it
+        # prefer the primary key), which costs ~10 ms per 5,000 memories on each ingest.
         return list(
             self.db.query(
                 "SELECT m.id, m.text, m.type, m.timestamp, m.source_path, m.record,"
-                " s.mode AS mode, s.quality AS quality FROM memories m"
+                " s.mode AS mode, s.quality AS quality"
+                " FROM memories m INDEXED BY memories_unindexed"
                 " LEFT JOIN samples s ON s.profile = m.profile AND s.memory_id = m.id"
                 " WHERE m.profile = ? AND m.indexed = 0 ORDER BY m.ingested_at LIMIT ?",
                 [profile, limit],
@@ -288,7 +291,7 @@ class MemoryStore(Database):
             }
         for profile, n in self.db.execute(
             "SELECT s.profile, COUNT(*) FROM samples s WHERE s.excluded IS NULL AND s.created_at >"
-            " COALESCE((SELECT MAX(j.finished_at) FROM jobs j WHERE j.profile = s.profile"
+            " COALESCE((SELECT MAX(j.started_at) FROM jobs j WHERE j.profile = s.profile"
             " AND j.state = 'succeeded'), '') GROUP BY s.profile"
         ):
             out[profile]["since_last_training"] = n

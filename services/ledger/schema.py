@@ -104,4 +104,22 @@ MIGRATIONS: list[tuple[str, str]] = [
         ) WITHOUT ROWID;
         """,
     ),
+    (
+        "0002_job_retries",
+        """
+        ALTER TABLE jobs ADD COLUMN retry_of INTEGER;
+        ALTER TABLE jobs ADD COLUMN exit_code INTEGER;
+        ALTER TABLE jobs ADD COLUMN pid INTEGER;
+        """,
+    ),
+    (
+        "0003_lifecycle",
+        """
+        ALTER TABLE profiles ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE profiles ADD COLUMN current_base TEXT;
+        ALTER TABLE profiles ADD COLUMN current_base_job INTEGER;
+        CREATE TABLE flags (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE schedule_runs (name TEXT PRIMARY KEY, last_run_at TEXT NOT NULL);
+        """,
+    ),
 ]

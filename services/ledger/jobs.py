@@ -1,0 +1,219 @@
+"""The durable job queue: training jobs and their states.
+
+queued -> running -> succeeded | failed | cancelled | interrupted | skipped. A job
+left ``running`` by a crash becomes ``interrupted`` at start-up and, within the retry
+limit, a new queued job (``retry_of`` the old one) takes its place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from services.ledger.db import Database, utcnow
+
+ACTIVE = ("queued", "running")
+FINAL = ("succeeded", "failed", "cancelled", "interrupted", "skipped", "rejected")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    profile: str
+    kind: str
+    mode: str | None
+    state: str
+    reason: str | None
+    args: dict[str, Any]
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    attempts: int
+    progress: dict[str, Any] | None
+    result: dict[str, Any] | None
+    error: str | None
+    run_dir: str | None
+    retry_of: int | None
+    exit_code: int | None
+    pid: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def _job(row: dict[str, Any]) -> Job:
+    return Job(
+        id=row["id"],
+        profile=row["profile"],
+        kind=row["kind"],
+        mode=row["mode"],
+        state=row["state"],
+        reason=row["reason"],
+        args=json.loads(row["args"] or "{}"),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        attempts=row["attempts"],
+        progress=json.loads(row["progress"]) if row["progress"] else None,
+        result=json.loads(row["result"]) if row["result"] else None,
+        error=row["error"],
+        run_dir=row["run_dir"],
+        retry_of=row["retry_of"],
+        exit_code=row["exit_code"],
+        pid=row["pid"],
+    )
+
+
+class JobStore(Database):
+    def enqueue_job(
+        self,
+        profile: str,
+        kind: str,
+        *,
+        mode: str | None = None,
+        args: dict[str, Any] | None = None,
+        reason: str = "manual",
+        retry_of: int | None = None,
+    ) -> tuple[Job, bool]:
+        """Queue a job; returns (job, created). A queued or running job of the same
+        profile and kind is returned instead of a new one (coalescing)."""
+        with self.transaction() as db:
+            row = next(
+                db.query(
+                    "SELECT * FROM jobs WHERE profile = ? AND kind = ? AND state IN (?, ?)"
+                    " ORDER BY id LIMIT 1",
+                    [profile, kind, *ACTIVE],
+                ),
+                None,
+            )
+            if row is not None:
+                return _job(row), False
+            cur = db.execute(
+                "INSERT INTO jobs (profile, kind, mode, state, reason, args, created_at, retry_of)"
+                " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",
+                [profile, kind, mode, reason, json.dumps(args or {}), utcnow(), retry_of],
+            )
+            job_id = cur.lastrowid
+        job = self.job(int(job_id or 0))
+        assert job is not None
+        return job, True
+
+    def job(self, job_id: int) -> Job | None:
+        row = next(self.db.query("SELECT * FROM jobs WHERE id = ?", [job_id]), None)
+        return _job(row) if row else None
+
+    def jobs(self, *, states: tuple[str, ...] | None = None, limit: int = 50) -> list[Job]:
+        if states:
+            marks = ",".join("?" * len(states))
+            rows = self.db.query(
+                f"SELECT * FROM jobs WHERE state IN ({marks}) ORDER BY id DESC LIMIT ?",
+                [*states, limit],
+            )
+        else:
+            rows = self.db.query("SELECT * FROM jobs ORDER BY id DESC LIMIT ?", [limit])
+        return [_job(r) for r in rows]
+
+    def next_queued(self, exclude_profiles: set[str] | None = None) -> Job | None:
+        for row in self.db.query("SELECT * FROM jobs WHERE state = 'queued' ORDER BY id"):
+            if not exclude_profiles or row["profile"] not in exclude_profiles:
+                return _job(row)
+        return None
+
+    def start_job(self, job_id: int, run_dir: str) -> bool:
+        """queued -> running; False when the job is no longer queued (cancelled)."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state = 'running', started_at = ?, run_dir = ?,"
+                " attempts = attempts + 1 WHERE id = ? AND state = 'queued'",
+                [utcnow(), run_dir, job_id],
+            )
+            return cur.rowcount == 1
+
+    def set_pid(self, job_id: int, pid: int) -> None:
+        """The training process (and process group) of a running job."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET pid = ? WHERE id = ?", [pid, job_id])
+
+    def set_progress(self, job_id: int, progress: dict[str, Any]) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET progress = ? WHERE id = ?", [json.dumps(progress), job_id])
+
+    def finish_job(
+        self,
+        job_id: int,
+        state: str,
+        *,
+        reason: str | None = None,
+        error: str | None = None,
+        result: dict[str, Any] | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        assert state in FINAL, state
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE jobs SET state = ?, finished_at = ?, reason = COALESCE(?, reason),"
+                " error = ?, result = COALESCE(?, result), exit_code = ? WHERE id = ?",
+                [
+                    state,
+                    utcnow(),
+                    reason,
+                    error,
+                    json.dumps(result) if result is not None else None,
+                    exit_code,
+                    job_id,
+                ],
+            )
+
+    def cancel_queued(self, job_id: int) -> bool:
+        with self.transaction() as db:
+            cur = db.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?, reason = 'cancelled'"
+                " WHERE id = ? AND state = 'queued'",
+                [utcnow(), job_id],
+            )
+            return cur.rowcount == 1
+
+    def recover_interrupted(self, max_attempts: int) -> list[tuple[Job, Job | None]]:
+        """At start-up: every job left running becomes interrupted; each is retried by a
+        new queued job while the chain of attempts is below ``max_attempts``."""
+        out: list[tuple[Job, Job | None]] = []
+        for old in self.jobs(states=("running",), limit=10_000):
+            attempt = self._attempt_number(old)
+            with self.transaction():
+                self.finish_job(
+                    old.id,
+                    "interrupted",
+                    reason="the daemon stopped while the job ran",
+                    error="interrupted",
+                )
+                retry: Job | None = None
+                if attempt < max_attempts:
+                    retry, _ = self.enqueue_job(
+                        old.profile,
+                        old.kind,
+                        mode=old.mode,
+                        args=old.args,
+                        reason=f"retry {attempt + 1} of {max_attempts} after interruption",
+                        retry_of=old.id,
+                    )
+            out.append((old, retry))
+        return out
+
+    def _attempt_number(self, job: Job) -> int:
+        n, current = 1, job
+        while current.retry_of is not None:
+            prev = self.job(current.retry_of)
+            if prev is None:
+                break
+            n, current = n + 1, prev
+        return n
+
+    def last_succeeded(self, profile: str, kind: str | None = None) -> Job | None:
+        sql = "SELECT * FROM jobs WHERE profile = ? AND state = 'succeeded'"
+        params: list[Any] = [profile]
+        if kind:
+            sql += " AND kind = ?"
+            params.append(kind)
+        row = next(self.db.query(sql + " ORDER BY finished_at DESC LIMIT 1", params), None)
+        return _job(row) if row else None

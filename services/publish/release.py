@@ -1,0 +1,236 @@
+"""From a trained, accepted run to the active model version: publish, swap, record.
+
+Order, so that a failure at any step leaves the old version active everywhere:
+publish ``v<N>`` to the local registry (not yet active) -> when Ollama is configured,
+merge a LoRA into a full model, create ``<prefix>-<profile>:v<N>`` and check it
+answers, copy it to ``:latest`` and check the digests -> switch the local ``active``
+link -> record the version as active in the ledger -> prune old versions.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from services.ledger import Ledger
+from services.publish.errors import PublishError
+from services.publish.local import LocalRegistry
+from services.publish.retention import DEFAULT_KEEP
+from services.schemas import load_schema
+from services.training.command import build_merge_command
+
+log = structlog.get_logger(__name__)
+
+
+class StaleBase(PublishError):
+    """A LoRA trained on a base that a newer full fine-tune has since replaced."""
+
+
+@dataclass(frozen=True)
+class ReleaseConfig:
+    models_dir: Path
+    cache_dir: Path
+    keep: int = DEFAULT_KEEP
+    ollama_url: str | None = None
+    ollama_prefix: str = "personad"
+    quantize: str | None = "q8_0"
+    system: str | None = None
+    python: str = sys.executable
+
+
+@dataclass(frozen=True)
+class Release:
+    version: int
+    path: str
+    ollama_model: str | None = None
+    digest: str | None = None
+    pruned: list[int] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "path": self.path,
+            "ollama_model": self.ollama_model,
+            "digest": self.digest,
+            "pruned": self.pruned,
+        }
+
+
+def check_base_current(ledger: Ledger, profile: str, kind: str, plan: dict[str, Any]) -> None:
+    """A LoRA is published only onto the base that is still the profile's current one."""
+    if kind != "lora":
+        return
+    _, current_job = ledger.current_base(profile)
+    if current_job != plan.get("base_job"):
+        raise StaleBase(
+            f"not published: its base was replaced by the full fine-tune of job {current_job} "
+            "while it trained; the next LoRA trains on the new base"
+        )
+
+
+def _family(run_dir: Path) -> str:
+    try:
+        return str(json.loads((run_dir / "schema_applied.json").read_text())["family"])
+    except (OSError, ValueError, KeyError) as exc:
+        raise PublishError(
+            f"cannot tell the run's chat family from schema_applied.json: {exc}"
+        ) from exc
+
+
+def _merge(cfg: ReleaseConfig, run_dir: Path, base: str) -> Path:
+    out = run_dir / "model"
+    if (out / "config.json").is_file():
+        return out
+    argv = build_merge_command(
+        base=base,
+        adapter=run_dir / "adapter",
+        out=out,
+        cache_dir=cfg.cache_dir,
+        python=cfg.python,
+    )
+    with open(run_dir / "merge.log", "wb") as logf:
+        done = subprocess.run(argv, stdout=logf, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        raise PublishError(f"merging the adapter failed (exit {done.returncode}); see merge.log")
+    return out
+
+
+def release(
+    ledger: Ledger,
+    cfg: ReleaseConfig,
+    *,
+    profile: str,
+    job_id: int,
+    kind: str,
+    run_dir: Path,
+    plan: dict[str, Any],
+) -> Release:
+    check_base_current(ledger, profile, kind, plan)
+    base = str(plan.get("base") or "")
+    version = ledger.next_version(profile)
+    registry = LocalRegistry(cfg.models_dir)
+    artifact = run_dir / ("adapter" if kind == "lora" else "model")
+    path = registry.publish(
+        profile,
+        version,
+        artifact,
+        kind=kind,
+        base=base or None,
+        info={"job": job_id, "run_dir": str(run_dir)},
+    )
+    ollama_model = digest = None
+    try:
+        if cfg.ollama_url:
+            ollama_model, digest = _to_ollama(cfg, profile, version, kind, run_dir, base)
+        registry.activate(profile, version)
+    except Exception:
+        # Nothing was switched: drop the unpublished version directory.
+        registry.remove(profile, version)
+        raise
+    ledger.add_version(
+        profile,
+        version,
+        kind=kind,
+        job_id=job_id,
+        run_dir=str(run_dir),
+        path=str(path),
+        base=base or None,
+        ollama_model=ollama_model,
+        digest=digest,
+    )
+    pruned = prune(ledger, cfg, profile)
+    log.info("published", profile=profile, version=version, ollama=ollama_model)
+    return Release(version, str(path), ollama_model, digest, pruned)
+
+
+def _to_ollama(
+    cfg: ReleaseConfig, profile: str, version: int, kind: str, run_dir: Path, base: str
+) -> tuple[str, str]:
+    from services.publish.ollama import OllamaPublisher
+
+    assert cfg.ollama_url is not None
+    model_dir = _merge(cfg, run_dir, base) if kind == "lora" else run_dir / "model"
+    with OllamaPublisher(cfg.ollama_url, cfg.ollama_prefix, quantize=cfg.quantize) as pub:
+        pub.check()
+        published = pub.publish(
+            profile,
+            version,
+            model_dir,
+            kind="full",
+            schema=load_schema(_family(run_dir)),
+            system=cfg.system,
+        )
+        (run_dir / "Modelfile").write_text(published.modelfile)
+        try:
+            digest = pub.activate(profile, version)
+        except Exception:
+            pub.delete(profile, version)
+            raise
+    return published.name, digest
+
+
+def prune(ledger: Ledger, cfg: ReleaseConfig, profile: str) -> list[int]:
+    """Keep the newest ``cfg.keep`` versions (never the active one) everywhere."""
+    registry = LocalRegistry(cfg.models_dir)
+    doomed = registry.prune(profile, cfg.keep)
+    if cfg.ollama_url:
+        from services.publish.ollama import OllamaPublisher
+
+        with OllamaPublisher(cfg.ollama_url, cfg.ollama_prefix) as pub:
+            doomed = sorted(set(doomed) | set(pub.prune(profile, cfg.keep)))
+    for version in doomed:
+        ledger.delete_version(profile, version)
+    return doomed
+
+
+def rollback(ledger: Ledger, cfg: ReleaseConfig, profile: str, to: int | None = None) -> int:
+    """Point the active model back at ``to`` (default: the version before the active one)."""
+    registry = LocalRegistry(cfg.models_dir)
+    known = [int(v["version"]) for v in ledger.versions(profile)]
+    if to is not None and to not in known:
+        raise PublishError(f"{profile} has no version v{to} (versions: {known or 'none'})")
+    target = registry.rollback(profile, to)
+    if cfg.ollama_url:
+        from services.publish.ollama import OllamaPublisher
+
+        with OllamaPublisher(cfg.ollama_url, cfg.ollama_prefix) as pub:
+            try:
+                pub.activate(profile, target)
+            except Exception:
+                previous = ledger.active_version(profile)
+                if previous is not None:
+                    registry.activate(profile, previous)
+                raise
+    ledger.set_active_version(profile, target)
+    return target
+
+
+def reconcile(ledger: Ledger, cfg: ReleaseConfig) -> list[str]:
+    """At start-up: put the local ``active`` link (and Ollama's ``:latest``) back on the
+    ledger's active version wherever they disagree. Returns what was repaired."""
+    repaired: list[str] = []
+    registry = LocalRegistry(cfg.models_dir)
+    for profile, version in ledger.active_versions().items():
+        registry.cleanup(profile)
+        if registry.active(profile) != version and version in registry.versions(profile):
+            registry.activate(profile, version)
+            repaired.append(f"{profile}: local active -> v{version}")
+        if cfg.ollama_url:
+            from services.publish.ollama import OllamaPublisher
+
+            try:
+                with OllamaPublisher(cfg.ollama_url, cfg.ollama_prefix) as pub:
+                    if pub.active_version(profile) != version and version in pub.versions(profile):
+                        pub.activate(profile, version)
+                        repaired.append(f"{profile}: ollama latest -> v{version}")
+            except PublishError as exc:
+                log.warning("cannot reconcile Ollama", profile=profile, error=str(exc))
+    for item in repaired:
+        log.warning("active model repaired", what=item)
+    return repaired
