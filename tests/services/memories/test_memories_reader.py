@@ -108,13 +108,34 @@ def test_fifo_does_not_block(tmp_path: Path):
     assert sha is None and "not a regular file" in result.problems[0].reason
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def _read_as_unprivileged(path: Path) -> tuple[str, str | None]:
+    """read_memory_file in a forked child; as root the child first becomes nobody."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        try:
+            os.close(read_end)
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            result, sha = read_memory_file(path)
+            os.write(write_end, f"{sha}\n{result.problems[0].reason}".encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        data = f.read().decode()
+    os.waitpid(pid, 0)
+    sha_text, reason = data.split("\n", 1)
+    return reason, None if sha_text == "None" else sha_text
+
+
 def test_permission_denied_for_real(tmp_path: Path):
     path = tmp_path / "secret.json"
     path.write_bytes(GOOD)
     path.chmod(0)
-    result, sha = read_memory_file(path)
-    assert sha is None and "permission denied" in result.problems[0].reason
+    reason, sha = _read_as_unprivileged(path)
+    assert sha is None and "permission denied" in reason
 
 
 @pytest.mark.parametrize(

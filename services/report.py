@@ -1,0 +1,195 @@
+"""Run reports: the loss curves as a PNG and a summary a person can read.
+
+``write_report(run_dir)`` reads ``progress.jsonl``, ``run-summary.json`` and
+``eval.json`` and writes ``report.png`` (training loss and eval loss by step) and
+``report.md`` next to them (or to ``out``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ReportError(Exception):
+    """A run directory cannot be reported on."""
+
+
+@dataclass(frozen=True)
+class Report:
+    run_dir: Path
+    png: Path
+    markdown: Path
+    text: str
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"cannot read {path}: {exc}") from exc
+    return value if isinstance(value, dict) else {}
+
+
+def read_progress(run_dir: Path) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    try:
+        lines = (run_dir / "progress.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return events
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+def latest_run(state_dir: Path, profile: str) -> Path:
+    """The newest run directory of a profile that has training progress."""
+    runs = sorted(
+        (p.parent for p in (state_dir / "runs" / profile).glob("*/*/progress.jsonl")),
+        key=lambda p: p.stat().st_mtime,
+    )
+    if not runs:
+        raise ReportError(f"profile {profile!r} has no training runs under {state_dir / 'runs'}")
+    return runs[-1]
+
+
+def latest_report(state_dir: Path, profile: str) -> str | None:
+    found = sorted(
+        (state_dir / "runs" / profile).glob("*/*/report.png"), key=lambda p: p.stat().st_mtime
+    )
+    return str(found[-1]) if found else None
+
+
+def _plot(events: list[dict[str, Any]], png: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [
+        (e["step"], e["loss"])
+        for e in events
+        if e.get("event") == "step" and isinstance(e.get("loss"), (int, float))
+    ]
+    evals = [
+        (e["step"], e["eval_loss"])
+        for e in events
+        if e.get("event") == "eval" and isinstance(e.get("eval_loss"), (int, float))
+    ]
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    if steps:
+        ax.plot([s for s, _ in steps], [v for _, v in steps], label="training loss", lw=1.5)
+    if evals:
+        ax.plot([s for s, _ in evals], [v for _, v in evals], "o-", label="eval loss", lw=1.5)
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if steps or evals:
+        ax.legend()
+    else:
+        ax.text(0.5, 0.5, "no loss recorded", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return "-" if value is None else str(value)
+
+
+def summarize(
+    run_dir: Path,
+    events: list[dict[str, Any]],
+    summary: dict[str, Any],
+    evaluation: dict[str, Any],
+    published: str | None,
+) -> str:
+    start = next((e for e in events if e.get("event") == "start"), {})
+    done = next((e for e in reversed(events) if e.get("event") == "done"), None)
+    error = next((e for e in reversed(events) if e.get("event") == "error"), None)
+    evals = [e for e in events if e.get("event") == "eval"]
+    metrics = summary.get("metrics") or {}
+    if done:
+        outcome = "done"
+    elif error:
+        outcome = f"error: {error.get('message')}"
+    else:
+        outcome = "unfinished"
+    gate = summary.get("gate") or evaluation or ((done or {}).get("metrics") or {}).get("gate")
+    lines = [
+        f"# Run report: {run_dir.name}",
+        "",
+        f"- run directory: `{run_dir}`",
+        f"- kind: {start.get('kind', '-')}, device: {start.get('device', '-')}, "
+        f"steps: {start.get('total_steps', '-')}, train/eval samples: "
+        f"{start.get('n_train', '-')}/{start.get('n_eval', '-')}",
+        f"- outcome: {outcome}",
+    ]
+    if evals:
+        lines.append(
+            f"- eval loss: {_fmt(evals[0].get('eval_loss'))} (step {evals[0].get('step')}) -> "
+            f"{_fmt(evals[-1].get('eval_loss'))} (step {evals[-1].get('step')})"
+        )
+    lines += ["", "## Dataset quality", ""]
+    if metrics:
+        lines.append(
+            f"- samples: {metrics.get('total')}, average response: "
+            f"{metrics.get('avg_assistant_words')} words, "
+            f"short: {_fmt(metrics.get('short_share'))}, long: {_fmt(metrics.get('long_share'))}, "
+            f"filler: {_fmt(metrics.get('filler_share'))}"
+        )
+        modes = metrics.get("modes") or {}
+        lines.append(
+            "- modes: "
+            + ", ".join(f"{k} {v.get('count')} ({_fmt(v.get('share'))})" for k, v in modes.items())
+        )
+        for warning in metrics.get("warnings") or []:
+            lines.append(f"- warning: {warning}")
+    else:
+        lines.append("- no dataset summary")
+    lines += ["", "## Gate", ""]
+    if isinstance(gate, dict) and gate:
+        verdict = "passed" if gate.get("passed") else "rejected"
+        lines.append(f"- verdict: {verdict}: {gate.get('reason', '')}")
+        for key in (
+            "candidate_loss",
+            "reference_loss",
+            "candidate_regression_loss",
+            "reference_regression_loss",
+        ):
+            if key in gate:
+                lines.append(f"- {key.replace('_', ' ')}: {_fmt(gate[key])}")
+    else:
+        lines.append("- no gate verdict recorded")
+    lines += ["", "## Published", "", f"- {published or 'not published'}", ""]
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path, out: Path | None = None, published: str | None = None) -> Report:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(f"{run_dir} is not a run directory")
+    events = read_progress(run_dir)
+    summary = _read_json(run_dir / "run-summary.json")
+    if not events and not summary:
+        raise ReportError(f"{run_dir} has neither progress.jsonl nor run-summary.json")
+    evaluation = _read_json(run_dir / "eval.json")
+    png = out or run_dir / "report.png"
+    _plot(events, png, f"{run_dir.parent.parent.name} {run_dir.name}")
+    text = summarize(run_dir, events, summary, evaluation, published)
+    markdown = png.with_suffix(".md")
+    markdown.write_text(text + f"\n![loss curves]({png.name})\n")
+    return Report(run_dir, png, markdown, text)
