@@ -87,6 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     resume = command("resume", "let a paused profile (or all) train again")
     resume.add_argument("profile", nargs="?")
 
+    ask = command("ask", "answer a question as the person (their memories + active model)")
+    ask.add_argument("profile")
+    ask.add_argument("question")
+    ask.add_argument("-k", type=int, default=4, help="memories to retrieve (default 4)")
+    ask.add_argument("--compare-base", action="store_true", help="also answer with the base model")
+
+    demo = command("demo", "the whole cycle on this machine, offline, in one go")
+    demo.add_argument("--dir", type=Path, default=Path("demo"), help="an empty directory (./demo)")
+    demo.add_argument("--base-model", default="embedded:smollm2", help=argparse.SUPPRESS)
+    demo.add_argument("--family", help=argparse.SUPPRESS)
+    demo.add_argument("--train-config", type=json.loads, help=argparse.SUPPRESS)
+
     report = command("report", "a run's loss curves (PNG), dataset quality, gate and version")
     report.add_argument("target", metavar="RUN_DIR|PROFILE")
     report.add_argument("--out", type=Path, help="where to write the PNG (default: in the run dir)")
@@ -158,6 +170,15 @@ CLIENT_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]],
     "rollback": (
         lambda a: {"profile": a.profile, "to": _version_number(a.to)},
         render.rolled_back,
+    ),
+    "ask": (
+        lambda a: {
+            "profile": a.profile,
+            "question": a.question,
+            "k": a.k,
+            "compare_base": a.compare_base,
+        },
+        render.ask,
     ),
     "pause": (lambda a: {"profile": a.profile}, render.paused),
     "resume": (lambda a: {"profile": a.profile}, render.paused),
@@ -265,7 +286,27 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from daemon.demo import DemoError, run_demo
+    from daemon.logs import configure_logging
+
+    configure_logging("warning", "console")
+    if args.json:  # people's lines to stderr, the result alone on stdout
+        render.console.file = sys.stderr
+    try:
+        result = run_demo(
+            args.dir, base_model=args.base_model, family=args.family, train_config=args.train_config
+        )
+    except DemoError as exc:
+        print(f"personad: demo failed: {exc} (see {args.dir / 'daemon.log'})", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
 LOCAL_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
+    "demo": _demo,
     "dataset": _dataset,
     "report": _report,
 }

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from daemon.control import CommandError, Handler
@@ -66,6 +68,7 @@ class Commands:
             "jobs": self.jobs,
             "cancel": self.cancel,
             "versions": self.versions,
+            "ask": self.ask,
             "rollback": self.rollback,
             "pause": self.pause,
             "resume": self.resume,
@@ -320,5 +323,66 @@ class Commands:
             except PublishError as exc:
                 raise CommandError("rollback_failed", str(exc)) from exc
             return {"profile": profile, "from": before, "active": now}
+
+        return await self._run(run)
+
+    async def ask(self, args: dict[str, Any]) -> dict[str, Any]:
+        from services.ask import AskError, clean, generate_local, generate_ollama, messages_for
+        from services.ask import model_of as active_model
+        from services.runs import renderer_for
+
+        profile = _str_arg(args, "profile")
+        question = _str_arg(args, "question")
+        k = _int_arg(args, "k", 4, 0, 20)
+        compare = bool(args.get("compare_base"))
+        assert profile is not None and question is not None
+        s = self.d.settings
+        index = self.d.index
+
+        def run() -> dict[str, Any]:
+            self._known_profile(profile)
+            hits = index.search(profile, question, k=k) if index is not None and k else []
+            messages = messages_for(profile, question, hits)
+            ledger = self._ledger()
+            active = ledger.active_version(profile)
+            version = next((v for v in ledger.versions(profile) if v["active"]), None)
+            answers: dict[str, Any] = {}
+            targets: list[tuple[str, str, Path | None]] = []
+            model, adapter = active_model(s.state_dir / "models", profile, s.training.base_model)
+            if active is not None:
+                targets.append((f"v{active}", model, adapter))
+            if compare or active is None:
+                targets.append(("base", s.training.base_model, None))
+            for label, spec, adapter_dir in targets:
+                started = time.monotonic()
+                try:
+                    if label != "base" and s.ollama.url and version and version["ollama_model"]:
+                        text = generate_ollama(s.ollama.url, version["ollama_model"], messages)
+                    else:
+                        renderer = renderer_for(s.training.family, spec)
+                        prompt = renderer.render(messages, add_generation_prompt=True)
+                        text = generate_local(
+                            prompt,
+                            spec,
+                            adapter_dir,
+                            cache_dir=s.state_dir / "base-models",
+                            python=s.training.python or sys.executable,
+                        )
+                except AskError as exc:
+                    raise CommandError("ask_failed", str(exc)) from exc
+                answers[label] = {
+                    "text": clean(text),
+                    "model": spec if adapter_dir is None else f"{spec} + {adapter_dir}",
+                    "seconds": round(time.monotonic() - started, 3),
+                }
+            return {
+                "profile": profile,
+                "question": question,
+                "memories": [
+                    {"id": h.id, "score": round(h.score, 4), "text": h.text} for h in hits
+                ],
+                "active_version": f"v{active}" if active else None,
+                "answers": answers,
+            }
 
         return await self._run(run)

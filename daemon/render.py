@@ -198,6 +198,16 @@ def rolled_back(result: dict[str, Any], args: argparse.Namespace) -> None:
     console.print(f"{result['profile']}: active model {before} -> v{result['active']}")
 
 
+def ask(result: dict[str, Any], args: argparse.Namespace) -> None:
+    for m in result.get("memories") or []:
+        text = " ".join(str(m["text"]).split())
+        console.print(f"[dim]memory {m['score']:.2f}: {text[:100]}[/dim]", markup=True)
+    for label, answer in (result.get("answers") or {}).items():
+        name = f"{result['profile']} {label}" if label != "base" else "base model"
+        console.print(f"[bold]{name}[/bold] ({answer['seconds']:.1f}s):")
+        console.print(f"  {answer['text'] or '(no answer)'}", markup=False)
+
+
 def cancel(result: dict[str, Any], args: argparse.Namespace) -> None:
     console.print(f"job {result['job']}: {result['state']}")
 

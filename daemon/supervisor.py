@@ -262,7 +262,7 @@ class Supervisor:
                     rules=load_rules(),
                     mode=job.mode,
                     preset=job.args.get("preset"),
-                    job_args=job.args.get("config") or {},
+                    job_args={**s.training.config, **(job.args.get("config") or {})},
                     max_samples=s.training.max_samples,
                     samples=samples,
                 )

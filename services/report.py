@@ -164,14 +164,13 @@ def summarize(
     if isinstance(gate, dict) and gate:
         verdict = "passed" if gate.get("passed") else "rejected"
         lines.append(f"- verdict: {verdict}: {gate.get('reason', '')}")
-        for key in (
-            "candidate_loss",
-            "reference_loss",
-            "candidate_regression_loss",
-            "reference_regression_loss",
-        ):
-            if key in gate:
-                lines.append(f"- {key.replace('_', ' ')}: {_fmt(gate[key])}")
+        for part in ("heldout", "regression"):
+            numbers = gate.get(part)
+            if isinstance(numbers, dict) and "candidate" in numbers:
+                lines.append(
+                    f"- {part} loss: reference {_fmt(numbers.get('reference'))}, "
+                    f"candidate {_fmt(numbers.get('candidate'))}"
+                )
     else:
         lines.append("- no gate verdict recorded")
     lines += ["", "## Published", "", f"- {published or 'not published'}", ""]

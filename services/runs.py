@@ -32,7 +32,7 @@ def new_run_dir(state_dir: Path, profile: str, label: str, now: datetime | None 
     raise FileExistsError(f"too many runs named {base} in {day}")
 
 
-def renderer_for(family: str | None, base_model: str) -> RendererLike:
+def renderer_for(family: str | None, base_model: str) -> Renderer:
     """The chat format to train in: a family's schema, else the base model's own
     template (tokenizer config or GGUF metadata), completed by its family schema."""
     if family:

@@ -145,6 +145,11 @@ class TrainingSettings(_Section):
     max_samples: int | None = Field(
         None, ge=1, description="Most samples in one training dataset (best first); unset: all."
     )
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Hyperparameters for every job, e.g. {max_steps = 40}; they override "
+        "etc/fine-tune-config.json, and a job's own arguments override them.",
+    )
     concurrent_jobs: int = Field(
         1, ge=1, le=64, description="Training jobs run at once (one per GPU)."
     )

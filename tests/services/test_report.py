@@ -55,8 +55,7 @@ def _run_dir(root: Path, name: str = "lora-job1-120000") -> Path:
                 "gate": {
                     "passed": True,
                     "reason": "improved 40%",
-                    "candidate_loss": 1.9,
-                    "reference_loss": 3.2,
+                    "heldout": {"candidate": 1.9, "reference": 3.2},
                 },
             }
         )
@@ -79,6 +78,7 @@ def test_report_has_curves_metrics_gate_and_version(tmp_path: Path) -> None:
     assert "average response: 31.5 words" in report.text
     assert "warning: emulation: 45 samples, below min_samples 500" in report.text
     assert "verdict: passed: improved 40%" in report.text
+    assert "heldout loss: reference 3.2000, candidate 1.9000" in report.text
     assert "alice v3 (active)" in report.text
     assert "![loss curves](report.png)" in report.markdown.read_text()
 

@@ -1,0 +1,239 @@
+"""`personad demo`: the whole cycle on this machine, offline, in one go.
+
+Writes a small persona, starts a daemon on it in the demo directory, and shows each
+step with its time: ingest and index, search, the LoRA threshold, training, the
+evaluation gate, publishing v1 to the local registry, and an answer from the new
+model beside the base model's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from daemon.client import ClientError, ControlClient
+from daemon.render import console, follow_job
+from services.demo_persona import PROFILE, write_persona
+
+QUERY = "Where does she go sailing?"
+QUESTION = "What do you like to cook on Sundays?"
+# Fast enough for a laptop CPU: a short LoRA on short sequences.
+TRAIN_CONFIG = {
+    "max_steps": 40,
+    "max_seq_length": 256,
+    "batch_size": 4,
+    "gradient_accumulation_steps": 1,
+    "learning_rate": 0.0005,
+    "save_steps": 20,
+    "eval_steps": 20,
+}
+
+
+class DemoError(Exception):
+    pass
+
+
+def _toml(value: Any) -> str:
+    return json.dumps(value)  # JSON strings and numbers are valid TOML
+
+
+def write_config(
+    root: Path, base_model: str, family: str | None, threshold: int, train_config: dict[str, Any]
+) -> Path:
+    lines = [
+        f"state_dir = {_toml(str(root / 'state'))}",
+        f"profiles_dir = {_toml(str(root / 'profiles'))}",
+        f"socket_path = {_toml(str(root / 'run' / 'personad.sock'))}",
+        "[log]",
+        'format = "json"',
+        "[training]",
+        f"base_model = {_toml(base_model)}",
+        *([f"family = {_toml(family)}"] if family else []),
+        "[training.config]",
+        *(f"{k} = {_toml(v)}" for k, v in train_config.items()),
+        "[triggers]",
+        f"lora_threshold = {threshold}",
+        'lora_schedule = ""',
+        'full_schedule = ""',
+    ]
+    path = root / "personad.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Step:
+    def __init__(self, title: str) -> None:
+        self.title = title
+
+    def __enter__(self) -> Step:
+        self.started = time.monotonic()
+        console.print(f"[bold cyan]==>[/bold cyan] {self.title}")
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:
+            console.print(f"    [dim]done in {time.monotonic() - self.started:.1f}s[/dim]")
+
+
+def _wait(predicate: Any, timeout: float, what: str, proc: subprocess.Popen[bytes]) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DemoError(f"the daemon exited ({proc.returncode}) while {what}")
+        try:
+            value = predicate()
+        except ClientError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise DemoError(f"timed out after {timeout:.0f}s while {what}")
+
+
+def run_demo(
+    root: Path,
+    *,
+    base_model: str = "embedded:smollm2",
+    family: str | None = None,
+    train_config: dict[str, Any] | None = None,
+    timeout: float = 1800.0,
+) -> dict[str, Any]:
+    """Run the demo in ``root``; returns what it found (for scripts and tests)."""
+    started = time.monotonic()
+    root = root.resolve()
+    if (root / "state").exists():
+        raise DemoError(f"{root} already holds a demo; choose an empty --dir")
+    root.mkdir(parents=True, exist_ok=True)
+    with Step(f"writing the persona '{PROFILE}' into {root / 'profiles' / PROFILE / 'memory'}"):
+        memories = write_persona(root / "profiles" / PROFILE / "memory")
+        console.print(f"    {memories} memories in 4 formats (JSONL, MetaHuman events, Q&A text)")
+    config = write_config(
+        root, base_model, family, threshold=memories - 20, train_config=train_config or TRAIN_CONFIG
+    )
+    socket_path = root / "run" / "personad.sock"
+    log = open(root / "daemon.log", "ab")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+    )
+    result: dict[str, Any] = {"memories": memories, "dir": str(root)}
+    try:
+        client = ControlClient(socket_path, timeout=900)
+        with Step("starting the daemon"):
+            _wait(lambda: client.call("ping"), 120, "starting", proc)
+            console.print(f"    pid {proc.pid}, socket {socket_path}, log {root / 'daemon.log'}")
+        with Step("ingesting and indexing (embedded Chroma, all-MiniLM-L6-v2)"):
+
+            def indexed() -> dict[str, Any] | None:
+                p = client.call("status")["profiles"].get(PROFILE)
+                return p if p and p["indexed"] >= memories else None
+
+            p = _wait(indexed, 300, "ingesting", proc)
+            console.print(
+                f"    {p['memories']} memories, {p['indexed']} indexed, "
+                f"{p['eligible_samples']} eligible samples {p['eligible_by_mode']}"
+            )
+        with Step(f"search: {QUERY!r}"):
+            hits = client.call("search", {"profile": PROFILE, "query": QUERY, "k": 3})["results"]
+            for h in hits:
+                console.print(
+                    f"    {h['score']:.3f}  {' '.join(h['text'].split())[:110]}", markup=False
+                )
+            result["search"] = hits
+        with Step("the LoRA threshold was crossed: training, evaluating, publishing"):
+            job = _wait(
+                lambda: (client.call("jobs")["jobs"] or [None])[-1],
+                120,
+                "waiting for the threshold job",
+                proc,
+            )
+            console.print(f"    job {job['id']} queued by {job['reason']}")
+            job = follow_job(lambda: _job(client, job["id"]))
+            result["job"] = job
+            if job["state"] != "succeeded":
+                raise DemoError(f"job {job['id']} {job['state']}: {job.get('reason')}")
+            gate = _read(Path(job["run_dir"]) / "eval.json")
+            result["gate"] = gate
+            base_loss, tuned_loss = gate_losses(gate)
+            if base_loss is not None and tuned_loss is not None:
+                console.print(
+                    f"    held-out loss: base {base_loss:.4f} -> fine-tuned {tuned_loss:.4f}"
+                )
+            console.print(f"    gate: {'passed' if gate.get('passed') else 'rejected'}")
+        status = client.call("status")["profiles"][PROFILE]
+        result["active_version"] = status["active_version"]
+        console.print(
+            f"    active model: {status['active_version']} "
+            f"({root / 'state' / 'models' / PROFILE / 'active'})"
+        )
+        with Step(f"ask: {QUESTION!r} (retrieval + the new model, and the base model)"):
+            answer = client.call(
+                "ask", {"profile": PROFILE, "question": QUESTION, "compare_base": True}
+            )
+            for label, a in answer["answers"].items():
+                who = f"{PROFILE} {label}" if label != "base" else "base model"
+                console.print(f"    [bold]{who}[/bold]: {a['text'] or '(no answer)'}")
+            result["answers"] = answer["answers"]
+        with Step("run report"):
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "daemon.cli",
+                    "report",
+                    job["run_dir"],
+                    "--config",
+                    str(config),
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode == 0:
+                result["report"] = json.loads(done.stdout)["png"]
+                console.print(f"    loss curves: {result['report']}")
+        client.close()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+    result["seconds"] = round(time.monotonic() - started, 1)
+    console.print(
+        f"[bold green]demo complete[/bold green] in {result['seconds']}s; everything is in {root}"
+    )
+    return result
+
+
+def gate_losses(gate: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(reference, candidate) held-out loss from eval.json."""
+    held = gate.get("heldout") if isinstance(gate.get("heldout"), dict) else {}
+    ref, cand = held.get("reference"), held.get("candidate")
+    return (
+        float(ref) if isinstance(ref, (int, float)) else None,
+        float(cand) if isinstance(cand, (int, float)) else None,
+    )
+
+
+def _job(client: ControlClient, job_id: int) -> dict[str, Any]:
+    return dict(next(j for j in client.call("jobs")["jobs"] if j["id"] == job_id))
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
