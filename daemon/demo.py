@@ -24,13 +24,13 @@ QUERY = "Where does she go sailing?"
 QUESTION = "What do you like to cook on Sundays?"
 # Fast enough for a laptop CPU: a short LoRA on short sequences.
 TRAIN_CONFIG = {
-    "max_steps": 40,
+    "max_steps": 16,
     "max_seq_length": 256,
     "batch_size": 4,
     "gradient_accumulation_steps": 1,
     "learning_rate": 0.0005,
-    "save_steps": 20,
-    "eval_steps": 20,
+    "save_steps": 8,
+    "eval_steps": 8,
 }
 
 
@@ -219,7 +219,9 @@ def run_demo(
 
 def gate_losses(gate: dict[str, Any]) -> tuple[float | None, float | None]:
     """(reference, candidate) held-out loss from eval.json."""
-    held = gate.get("heldout") if isinstance(gate.get("heldout"), dict) else {}
+    held = gate.get("heldout")
+    if not isinstance(held, dict):
+        return None, None
     ref, cand = held.get("reference"), held.get("candidate")
     return (
         float(ref) if isinstance(ref, (int, float)) else None,

@@ -26,6 +26,7 @@ from typing import Any
 
 import structlog
 
+from services.ask import model_of
 from services.curation import CurationError, Sample, load_mode_config, load_rules
 from services.ledger import Job, Ledger, LedgerError
 from services.lifecycle import minimum_reason, select_lora_samples
@@ -49,6 +50,7 @@ from services.training.progress import (
 log = structlog.get_logger(__name__)
 
 PROGRESS_EVERY_S = 1.0
+REGRESSION_MAX = 200  # held-out older samples in a run's regression set
 
 
 @dataclass
@@ -221,12 +223,14 @@ class Supervisor:
             self._running[job.id] = Running(job, run_dir)
             return job
 
-    def _plan(self, ledger: Ledger, job: Job) -> tuple[str, list[Sample] | None, dict[str, Any]]:
-        """The job's base model spec, its samples (None: the whole corpus) and what the
-        lifecycle decided, for the job's result."""
+    def _plan(
+        self, ledger: Ledger, job: Job
+    ) -> tuple[str, list[Sample] | None, list[Sample], dict[str, Any]]:
+        """The job's base model spec, its samples (None: the whole corpus), the held-out
+        older samples for the regression check, and what the lifecycle decided."""
         s = self.settings
         if job.kind == "full":
-            return s.training.base_model, None, {"base": s.training.base_model}
+            return s.training.base_model, None, [], {"base": s.training.base_model}
         current, base_job = ledger.current_base(job.profile)
         base = current or s.training.base_model
         cut = ledger.last_training_cut(job.profile)
@@ -241,7 +245,8 @@ class Supervisor:
             seed=f"job{job.id}",
         )
         plan = {"base": base, "base_job": base_job, "since": cut, "replayed": replayed}
-        return base, samples, plan
+        older = [Sample.from_record(r) for r in old if r.get("split") == "eval"]
+        return base, samples, older[-REGRESSION_MAX:], plan
 
     def _run(self, ledger: Ledger, job: Job) -> None:
         run = self._running[job.id]
@@ -250,7 +255,7 @@ class Supervisor:
         try:
             log.info("job started", kind=job.kind, mode=job.mode, run_dir=str(run.run_dir))
             try:
-                base, samples, plan = self._plan(ledger, job)
+                base, samples, regression, plan = self._plan(ledger, job)
                 run.base = base
                 prepared = prepare_training_run(
                     ledger,
@@ -265,6 +270,7 @@ class Supervisor:
                     job_args={**s.training.config, **(job.args.get("config") or {})},
                     max_samples=s.training.max_samples,
                     samples=samples,
+                    regression=regression,
                 )
             except (CurationError, TrainingError, SchemaError, OSError) as exc:
                 self._finish(
@@ -364,6 +370,8 @@ class Supervisor:
 
     def _child(self, ledger: Ledger, run: Running) -> Outcome:
         s = self.settings
+        # The gate compares the candidate with the active model (else the base).
+        ref_model, ref_adapter = model_of(s.state_dir / "models", run.job.profile, "")
         read_fd, write_fd = os.pipe()
         argv = build_command(
             run_dir=run.run_dir,
@@ -373,6 +381,8 @@ class Supervisor:
             progress_fd=write_fd,
             device=s.training.device,
             python=self.python or s.training.python or sys.executable,
+            reference_model=ref_model or None,
+            reference_adapter=ref_adapter,
         )
         limit = s.training.memory_limit_mb
 

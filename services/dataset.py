@@ -157,7 +157,7 @@ def _schema_info(renderer: RendererLike) -> dict[str, Any]:
     }
 
 
-def _render(sample: Sample, renderer: RendererLike) -> dict[str, Any]:
+def render_line(sample: Sample, renderer: RendererLike) -> dict[str, Any]:
     messages = sample.messages()
     try:
         if sample.kind == "continuation":
@@ -285,7 +285,7 @@ def build_dataset(
             f"{len(missing)} selected sample(s) have no memory among those given: "
             f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
         )
-    records = tuple(_render(s, renderer) for s in selected)
+    records = tuple(render_line(s, renderer) for s in selected)
 
     schema_applied = dict(schema)
     chat = next((r for r in records if r["kind"] == "chat"), None)

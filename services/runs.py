@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -9,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from services.curation import DEFAULT_ETC_DIR, CurationRules, Sample
-from services.dataset import DatasetSummary, RendererLike, build_dataset
+from services.dataset import DatasetSummary, RendererLike, build_dataset, render_line
 from services.ledger import Ledger
 from services.schemas import Renderer
 from services.training.base_model import parse_spec
 from services.training.config import ResolvedConfig, resolve_config
+
+REGRESSION_FILE = "regression.jsonl"
 
 
 def new_run_dir(state_dir: Path, profile: str, label: str, now: datetime | None = None) -> Path:
@@ -91,10 +94,13 @@ def prepare_training_run(
     job_args: dict[str, Any] | None = None,
     max_samples: int | None = None,
     samples: Sequence[Sample] | None = None,
+    regression: Sequence[Sample] = (),
     etc_dir: Path = DEFAULT_ETC_DIR,
 ) -> PreparedRun:
     """Everything a training child needs in ``run_dir``: the dataset files and the
-    resolved ``config.json``. Raises the services' errors with reasons for people."""
+    resolved ``config.json``, and ``regression.jsonl`` (held-out older samples the
+    evaluation gate checks for forgetting). Raises the services' errors with reasons for
+    people."""
     renderer = renderer_for(family, base_model)
     summary = build_profile_dataset(
         ledger,
@@ -118,4 +124,9 @@ def prepare_training_run(
         etc_dir=etc_dir,
     )
     config.write(run_dir)
+    if regression:
+        lines = [render_line(r, renderer) for r in regression if r.eligible]
+        (run_dir / REGRESSION_FILE).write_text(
+            "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
+        )
     return PreparedRun(run_dir, summary, config, n_train, n_eval)

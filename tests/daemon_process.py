@@ -48,7 +48,7 @@ class DaemonProcess:
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "daemon.cli", *args]
 
-    def start(self, wait: bool = True, timeout: float = 60.0) -> DaemonProcess:
+    def start(self, wait: bool = True, timeout: float = 120.0) -> DaemonProcess:
         cmd = self.command("run", *self.args)
         if self.config is not None:
             cmd += ["--config", str(self.config)]
@@ -97,7 +97,7 @@ class DaemonProcess:
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)
 
-    def wait_for(self, predicate: Any, timeout: float = 60.0, interval: float = 0.1) -> Any:
+    def wait_for(self, predicate: Any, timeout: float = 120.0, interval: float = 0.1) -> Any:
         deadline = time.monotonic() + timeout
         last: Any = None
         while time.monotonic() < deadline:

@@ -122,4 +122,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE TABLE schedule_runs (name TEXT PRIMARY KEY, last_run_at TEXT NOT NULL);
         """,
     ),
+    (
+        "0004_sample_counts_index",
+        """
+        CREATE INDEX samples_eligible ON samples (profile, excluded, created_at);
+        """,
+    ),
 ]

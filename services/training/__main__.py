@@ -142,6 +142,14 @@ def _resolved(args: argparse.Namespace, n_samples: int) -> ResolvedConfig:
     return resolved
 
 
+def _check_reference(model: str | None, adapter: Path | None) -> None:
+    """A gate reference that cannot be found fails the run before it trains."""
+    if model is not None:
+        locate(model)
+    if adapter is not None and not (adapter / "adapter_config.json").is_file():
+        raise BadInputError(f"--reference-adapter {adapter}: not a LoRA adapter directory")
+
+
 def _is_oom(exc: BaseException) -> bool:
     torch: Any = sys.modules.get("torch")
     return isinstance(exc, MemoryError) or (
@@ -164,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         records = read_dataset(args.run_dir / DATASET_FILE)
         resolved = _resolved(args, len(records))
         selection = select(records, resolved.config)
+        _check_reference(args.reference_model, args.reference_adapter)
         if args.threads:
             import torch
 

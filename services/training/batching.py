@@ -6,7 +6,8 @@ shifts them by one. ``weights`` holds each sample's weight where its labels are 
 
 Two layouts:
 
-- length-grouped (default): samples of similar length share a micro-batch, right-padded.
+- length-grouped (default): samples of similar length share a micro-batch, right-padded,
+  and every micro-batch holds about the same number of tokens (see ``length_grouped``).
   No attention mask is passed: with right padding and causal attention no real token can
   see a pad token, so the result is exact and attention takes the fast unmasked path.
 - packed: several samples per row with ``position_ids`` restarting at each sample, so that
@@ -87,16 +88,41 @@ def encode(records: Sequence[Record], tokenizer: Any, max_len: int) -> tuple[lis
 
 
 def length_grouped(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Micro-batches of indices: shuffled, sorted by length within windows, batches shuffled."""
+    """Micro-batches of indices, as many as fixed batches of ``batch_size`` would make, each
+    holding samples of similar length and about the same number of tokens.
+
+    Indices are shuffled, then cut into windows of ``batch_size * MEGABATCH``; each window is
+    sorted by length and split into ``ceil(len / batch_size)`` runs of about equal token
+    sums (long samples in small batches, short ones in large). Equal token sums keep every
+    token's weight in the per-step mean equal, as random batching does; fixed-size batches
+    of sorted samples would give the tokens of short samples several times the weight."""
     order = list(range(len(lengths)))
     rng.shuffle(order)
     window = batch_size * MEGABATCH
     batches: list[list[int]] = []
     for start in range(0, len(order), window):
         chunk = sorted(order[start : start + window], key=lambda i: -lengths[i])
-        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += _balanced_runs(chunk, lengths, -(-len(chunk) // batch_size))
     rng.shuffle(batches)
     return batches
+
+
+def _balanced_runs(items: list[int], lengths: Sequence[int], k: int) -> list[list[int]]:
+    """``items`` cut into ``k`` non-empty consecutive runs of about equal length sums."""
+    total = sum(lengths[i] for i in items)
+    runs: list[list[int]] = []
+    run: list[int] = []
+    acc = 0
+    for pos, i in enumerate(items):
+        if run and len(runs) < k - 1:
+            must = len(items) - pos == k - len(runs) - 1  # one item left per run to come
+            if must or acc + lengths[i] / 2 > total * (len(runs) + 1) / k:
+                runs.append(run)
+                run = []
+        run.append(i)
+        acc += lengths[i]
+    runs.append(run)
+    return runs
 
 
 def packed_rows(lengths: Sequence[int], max_len: int, rng: random.Random) -> list[list[int]]:

@@ -1,0 +1,138 @@
+"""Loading a model for inference and generating text, in-process and as ``python -m
+services.generation``, on a tiny locally built model (with and without a LoRA adapter)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from services.generation import cut_at_stop, default_stops, generate, load_for_inference
+from services.training.command import ExitCode
+from services.training.errors import BadInputError
+from tests.services.training.training_helpers import REPO, conversation
+
+
+def prompt_of(tokenizer: Any, i: int = 0) -> str:
+    return str(
+        tokenizer.apply_chat_template(
+            conversation(i)[:-1], tokenize=False, add_generation_prompt=True
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def random_adapter(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """A LoRA adapter with random (non-zero) weights, saved with the tokenizer."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(1)
+    out = tmp_path_factory.mktemp("adapter")
+    config = LoraConfig(
+        r=4, target_modules="all-linear", task_type="CAUSAL_LM", init_lora_weights=False
+    )
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), config).save_pretrained(
+        str(out)
+    )
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
+    return out
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.run(
+        [sys.executable, "-m", "services.generation", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_the_cli_prints_the_text_generate_writes(
+    tmp_path: Path, tiny_model: Path, tiny_tokenizer: Any, random_adapter: Path
+) -> None:
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text(prompt_of(tiny_tokenizer))
+    cache = tmp_path / "cache"
+
+    model, tokenizer = load_for_inference(tiny_model, cache_dir=cache)
+    plain = generate(model, tokenizer, prompt_file.read_text(), max_new_tokens=12)
+    adapted_model, adapted_tok = load_for_inference(
+        tiny_model, adapter=random_adapter, cache_dir=cache
+    )
+    adapted = generate(adapted_model, adapted_tok, prompt_file.read_text(), max_new_tokens=12)
+    assert plain and adapted and plain != adapted  # the adapter changes what is written
+
+    common = ["--model", str(tiny_model), "--cache-dir", str(cache)]
+    common += ["--prompt-file", str(prompt_file), "--max-new-tokens", "12"]
+    proc = run_cli(*common)
+    assert proc.returncode == ExitCode.OK, proc.stderr[-2000:]
+    assert proc.stdout.count("\n") == 1  # stdout holds the answer and nothing else
+    assert json.loads(proc.stdout) == {"text": plain}
+
+    proc = run_cli(*common, "--adapter", str(random_adapter))
+    assert proc.returncode == ExitCode.OK, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == {"text": adapted}
+
+
+def test_the_cli_reports_unusable_input_as_json(tmp_path: Path, random_adapter: Path) -> None:
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text("hello")
+    proc = run_cli(
+        "--model",
+        str(random_adapter),
+        "--cache-dir",
+        str(tmp_path),
+        "--prompt-file",
+        str(prompt_file),
+    )
+    assert proc.returncode == ExitCode.BAD_INPUT
+    error = json.loads(proc.stdout)["error"]
+    assert "is a LoRA adapter" in error and str(random_adapter) in error
+
+
+def test_a_missing_model_is_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="no such file or directory"):
+        load_for_inference(tmp_path / "nowhere", cache_dir=tmp_path)
+
+
+def test_generation_stops_at_a_stop_string_and_leaves_it_out(
+    tiny_model: Path, tiny_tokenizer: Any
+) -> None:
+    model, tokenizer = load_for_inference(tiny_model, cache_dir=tiny_model.parent / "cache")
+    prompt = prompt_of(tiny_tokenizer, 3)
+    free = generate(model, tokenizer, prompt, max_new_tokens=16, stop=[])
+    assert len(free) > 6
+    stop = free[4:6]
+    cut = generate(model, tokenizer, prompt, max_new_tokens=16, stop=[stop])
+    assert cut == free[: free.index(stop)]
+    assert generate(model, tokenizer, prompt, max_new_tokens=0) == ""
+
+
+def test_the_default_stops_are_eos_and_the_family_stop_tokens(tiny_tokenizer: Any) -> None:
+    # The tiny model speaks chatml: its family schema stops at both turn markers.
+    assert default_stops(tiny_tokenizer) == ["<|im_end|>", "<|im_start|>"]
+    assert cut_at_stop("Paris.<|im_end|>\n<|im_start|>user", default_stops(tiny_tokenizer)) == (
+        "Paris."
+    )
+    assert cut_at_stop("no stop here", ["<|im_end|>"]) == "no stop here"
+
+
+def test_importing_the_gate_and_generation_modules_stays_light() -> None:
+    code = (
+        "import sys, services.generation, services.evaluate; "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"
