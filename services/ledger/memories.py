@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -122,25 +123,7 @@ class MemoryStore(Database):
                 " VALUES (?, ?, ?, ?)",
                 [(profile, m.id, path, m.locator) for m in memories],
             )
-            db.conn.executemany(
-                "INSERT OR IGNORE INTO samples (profile, memory_id, mode, kind, quality, weight,"
-                " split, excluded, record, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        profile,
-                        s.memory_id,
-                        s.mode,
-                        s.kind,
-                        s.quality,
-                        s.weight,
-                        s.split,
-                        s.excluded,
-                        json.dumps(s.record, ensure_ascii=False),
-                        now,
-                    )
-                    for s in samples
-                ],
-            )
+            _insert_samples(db.conn, profile, samples, now)
             db.execute("DELETE FROM rejects WHERE profile = ? AND path = ?", [profile, path])
             db.conn.executemany(
                 "INSERT INTO rejects (profile, path, sha256, locator, reason, created_at)"
@@ -246,56 +229,10 @@ class MemoryStore(Database):
         return [Memory.from_record(json.loads(r[0])) for r in rows]
 
     def add_samples(self, profile: str, samples: Iterable[SampleRow]) -> int:
-        now = utcnow()
         with self.transaction() as db:
             before = db.conn.total_changes
-            db.conn.executemany(
-                "INSERT OR IGNORE INTO samples (profile, memory_id, mode, kind, quality, weight,"
-                " split, excluded, record, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        profile,
-                        s.memory_id,
-                        s.mode,
-                        s.kind,
-                        s.quality,
-                        s.weight,
-                        s.split,
-                        s.excluded,
-                        json.dumps(s.record, ensure_ascii=False),
-                        now,
-                    )
-                    for s in samples
-                ],
-            )
+            _insert_samples(db.conn, profile, samples, utcnow())
             return db.conn.total_changes - before
-
-    def sample_stats(self) -> dict[str, dict[str, Any]]:
-        """Per profile: eligible samples by mode, their quality avg/min/max, and how many
-        were curated since the profile's last successful training job."""
-        out: dict[str, dict[str, Any]] = {}
-        for profile, mode, n in self.db.execute(
-            "SELECT profile, mode, COUNT(*) FROM samples WHERE excluded IS NULL"
-            " GROUP BY profile, mode"
-        ):
-            p = out.setdefault(profile, {"by_mode": {}, "quality": None, "since_last_training": 0})
-            p["by_mode"][mode] = n
-        for profile, avg, lo, hi in self.db.execute(
-            "SELECT profile, AVG(quality), MIN(quality), MAX(quality) FROM samples"
-            " WHERE excluded IS NULL GROUP BY profile"
-        ):
-            out[profile]["quality"] = {
-                "avg": round(avg, 3),
-                "min": round(lo, 3),
-                "max": round(hi, 3),
-            }
-        for profile, n in self.db.execute(
-            "SELECT s.profile, COUNT(*) FROM samples s WHERE s.excluded IS NULL AND s.created_at >"
-            " COALESCE((SELECT MAX(j.started_at) FROM jobs j WHERE j.profile = s.profile"
-            " AND j.state = 'succeeded'), '') GROUP BY s.profile"
-        ):
-            out[profile]["since_last_training"] = n
-        return out
 
     # -- status -----------------------------------------------------------------
     def profile_counts(self) -> dict[str, dict[str, Any]]:
@@ -324,3 +261,28 @@ class MemoryStore(Database):
                 out.setdefault(profile, {k: 0 for k in queries} | {"last_ingest_at": None})
                 out[profile][key] = count
         return out
+
+
+def _insert_samples(
+    conn: sqlite3.Connection, profile: str, samples: Iterable[SampleRow], now: str
+) -> None:
+    """Store curated samples; a memory's existing sample is kept."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO samples (profile, memory_id, mode, kind, quality, weight,"
+        " split, excluded, record, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                profile,
+                s.memory_id,
+                s.mode,
+                s.kind,
+                s.quality,
+                s.weight,
+                s.split,
+                s.excluded,
+                json.dumps(s.record, ensure_ascii=False),
+                now,
+            )
+            for s in samples
+        ],
+    )
