@@ -56,6 +56,7 @@ import structlog
 from services.training.config import GateSettings, ResolvedConfig
 from services.training.dataset import DATASET_FILE, Record, Selection
 from services.training.errors import BadInputError
+from services.training.progress import finite
 
 log = structlog.get_logger(__name__)
 
@@ -392,21 +393,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(_finite(data), f, indent=2, ensure_ascii=False, allow_nan=False)
+            json.dump(finite(data), f, indent=2, ensure_ascii=False, allow_nan=False)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())

@@ -200,14 +200,14 @@ class ProgressParser:
             events.append(event)
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
     """JSON has no NaN or infinity: they become null (a loss of null means it diverged)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 
@@ -224,7 +224,7 @@ class ProgressWriter:
         self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def emit(self, event: str, **fields: Any) -> None:
-        record = _finite({"event": event, "ts": round(time.time(), 3), **fields})
+        record = finite({"event": event, "ts": round(time.time(), 3), **fields})
         line = (json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8")
         self._file.write(line.decode("utf-8"))
         self._file.flush()
