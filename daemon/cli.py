@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -139,10 +140,17 @@ def _run_daemon(settings: Settings) -> int:
 
     configure_logging(settings.log.level, settings.log.format)
     try:
-        return Daemon(settings, Notifier.from_environ(os.environ)).run()
+        code = Daemon(settings, Notifier.from_environ(os.environ)).run()
     except AlreadyRunning as exc:
         print(f"personad: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    # Everything is closed and committed. Leave without the interpreter's teardown:
+    # native threads of torch or chromadb still winding down (a model still loading,
+    # say) can abort the process there.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 Printer = Callable[[Any, argparse.Namespace], None]
