@@ -4,16 +4,19 @@ Labels follow the transformers convention: aligned with ``input_ids``, -100 wher
 is taken (prompt tokens, padding, and the first token of each packed sample); the loss
 shifts them by one. ``weights`` holds each sample's weight where its labels are set.
 
-Two layouts:
+An optimizer step takes ``batch_size * gradient_accumulation_steps`` samples drawn at
+random, as plain batching does, so the objective is the same; how they are cut into
+forward passes (micro-batches) is a matter of speed and memory only:
 
-- length-grouped (default): samples of similar length share a micro-batch, right-padded,
-  and every micro-batch holds about the same number of tokens (see ``length_grouped``).
+- length-sorted (default): the step's samples sorted by length and cut into micro-batches
+  of at most ``micro_batch_tokens`` padded tokens (a longer sample goes alone), right-padded.
   No attention mask is passed: with right padding and causal attention no real token can
   see a pad token, so the result is exact and attention takes the fast unmasked path.
-- packed: several samples per row with ``position_ids`` restarting at each sample, so that
-  attention stays within a sample (transformers derives the block mask from the
-  position ids). Only worth it with a variable-length attention kernel (flash attention);
-  with SDPA on a CPU the block mask costs more than the padding it saves.
+- packed: the step's samples packed into rows of ``max_seq_length`` with ``position_ids``
+  restarting at each sample, so that attention stays within a sample (transformers derives
+  the block mask from the position ids). Only worth it with a variable-length attention
+  kernel (flash attention); with SDPA on a CPU the block mask costs more than the padding
+  it saves.
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import torch
 from services.training.dataset import Record
 
 IGNORE = -100
-MEGABATCH = 16  # length grouping sorts within windows of this many micro-batches
 
 
 @dataclass(frozen=True)
@@ -87,52 +89,33 @@ def encode(records: Sequence[Record], tokenizer: Any, max_len: int) -> tuple[lis
     return examples, truncated
 
 
-def length_grouped(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Micro-batches of indices, as many as fixed batches of ``batch_size`` would make, each
-    holding samples of similar length and about the same number of tokens.
-
-    Indices are shuffled, then cut into windows of ``batch_size * MEGABATCH``; each window is
-    sorted by length and split into ``ceil(len / batch_size)`` runs of about equal token
-    sums (long samples in small batches, short ones in large). Equal token sums keep every
-    token's weight in the per-step mean equal, as random batching does; fixed-size batches
-    of sorted samples would give the tokens of short samples several times the weight."""
-    order = list(range(len(lengths)))
+def plan_steps(n: int, per_step: int, rng: random.Random) -> list[list[int]]:
+    """One epoch: the indices ``0..n-1`` shuffled and cut into steps of ``per_step``."""
+    order = list(range(n))
     rng.shuffle(order)
-    window = batch_size * MEGABATCH
-    batches: list[list[int]] = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start : start + window], key=lambda i: -lengths[i])
-        batches += _balanced_runs(chunk, lengths, -(-len(chunk) // batch_size))
-    rng.shuffle(batches)
-    return batches
+    return [order[i : i + per_step] for i in range(0, n, per_step)]
 
 
-def _balanced_runs(items: list[int], lengths: Sequence[int], k: int) -> list[list[int]]:
-    """``items`` cut into ``k`` non-empty consecutive runs of about equal length sums."""
-    total = sum(lengths[i] for i in items)
-    runs: list[list[int]] = []
-    run: list[int] = []
-    acc = 0
-    for pos, i in enumerate(items):
-        if run and len(runs) < k - 1:
-            must = len(items) - pos == k - len(runs) - 1  # one item left per run to come
-            if must or acc + lengths[i] / 2 > total * (len(runs) + 1) / k:
-                runs.append(run)
-                run = []
-        run.append(i)
-        acc += lengths[i]
-    runs.append(run)
-    return runs
+def split_step(items: Sequence[int], lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """``items`` longest first, cut into micro-batches whose padded size (count x longest)
+    stays within ``budget`` tokens; an item longer than ``budget`` goes alone."""
+    micro: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(items, key=lambda i: -lengths[i]):
+        if current and (len(current) + 1) * lengths[current[0]] > budget:
+            micro.append(current)
+            current = []
+        current.append(i)
+    if current:
+        micro.append(current)
+    return micro
 
 
-def packed_rows(lengths: Sequence[int], max_len: int, rng: random.Random) -> list[list[int]]:
+def packed_rows(lengths: Sequence[int], max_len: int) -> list[list[int]]:
     """Rows of indices whose lengths sum to at most ``max_len`` (first fit, longest first)."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    order.sort(key=lambda i: -lengths[i])
     rows: list[list[int]] = []
     room: list[int] = []
-    for i in order:
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
         for r, free in enumerate(room):
             if lengths[i] <= free:
                 rows[r].append(i)
@@ -141,7 +124,6 @@ def packed_rows(lengths: Sequence[int], max_len: int, rng: random.Random) -> lis
         else:
             rows.append([i])
             room.append(max_len - lengths[i])
-    rng.shuffle(rows)
     return rows
 
 

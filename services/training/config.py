@@ -34,7 +34,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -111,6 +111,12 @@ class TrainingConfig(_Strict):
     batch_size: int = Field(default=4, ge=1)
     gradient_accumulation_steps: int = Field(default=4, ge=1)
     max_seq_length: int = Field(default=2048, ge=64)
+    micro_batch_tokens: Literal["auto"] | Annotated[int, Field(ge=1)] = Field(
+        default="auto",
+        description="Padded tokens per forward pass; auto: one sample per pass on a CPU, "
+        "batch_size x max_seq_length on a GPU. Speed and memory only: a step still takes "
+        "batch_size x gradient_accumulation_steps samples.",
+    )
     save_steps: int = Field(default=200, ge=1)
     save_total_limit: int = Field(default=2, ge=1)
     eval_steps: int | None = Field(

@@ -6,7 +6,10 @@ A plain loop, chosen over ``transformers.Trainer`` for throughput and a small su
   summed over the optimizer step's target tokens (so weights change how much a sample
   counts); logits are computed only at target positions (no vocabulary-wide logits for
   prompt or padding tokens);
-- length-grouped micro-batches without an attention mask (see ``batching``), or packing;
+- each optimizer step takes ``batch_size * gradient_accumulation_steps`` random samples and
+  runs them longest first in forward passes of at most ``micro_batch_tokens`` padded
+  tokens, without an attention mask (on a CPU one sample per pass: no padding), or packed
+  (see ``batching``);
 - eval loss of the untrained model (step 0), at ``eval_steps`` and at each checkpoint, and
   at the end; checkpoints under ``checkpoints/step-N/`` every ``save_steps`` (at most
   ``save_total_limit``, the best by eval loss always kept);
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import math
 import os
 import random
@@ -45,8 +49,9 @@ from services.training.batching import (
     collate,
     collate_packed,
     encode,
-    length_grouped,
     packed_rows,
+    plan_steps,
+    split_step,
 )
 from services.training.config import ResolvedConfig, TrainingConfig
 from services.training.dataset import Selection
@@ -156,32 +161,40 @@ def packing_works(loss: TokenLoss, examples: list[Example], device: torch.device
 
 @dataclass
 class Plan:
-    """Micro-batches of example indices, grouped into optimizer steps, epoch by epoch."""
+    """The optimizer steps of each epoch, each step a list of micro-batches (see ``batching``):
+    lists of example indices, or with packing lists of rows of example indices."""
 
     examples: list[Example]
     cfg: TrainingConfig
     packing: bool
+    budget: int  # padded tokens per micro-batch
 
-    def epoch(self, epoch: int) -> list[list[list[int]]]:
-        rng = random.Random(self.cfg.seed + epoch)
-        lengths = [len(e) for e in self.examples]
-        bs, accum = self.cfg.batch_size, self.cfg.gradient_accumulation_steps
-        if self.packing:
-            rows = packed_rows(lengths, self.cfg.max_seq_length, rng)
-            micro: list[Any] = [rows[i : i + bs] for i in range(0, len(rows), bs)]
-        else:
-            micro = length_grouped(lengths, bs, rng)
-        return [micro[i : i + accum] for i in range(0, len(micro), accum)]
+    @property
+    def per_step(self) -> int:
+        return self.cfg.batch_size * self.cfg.gradient_accumulation_steps
 
     def total_steps(self) -> int:
         if self.cfg.max_steps is not None:
             return self.cfg.max_steps
-        return sum(len(self.epoch(e)) for e in range(self.cfg.num_epochs))
+        return self.cfg.num_epochs * -(-len(self.examples) // self.per_step)
 
     def steps(self) -> Iterator[tuple[int, list[Any]]]:
-        for epoch in range(10**9):
-            for micro in self.epoch(epoch):
-                yield epoch, micro
+        lengths = [len(e) for e in self.examples]
+        for epoch in itertools.count():
+            rng = random.Random(self.cfg.seed + epoch)
+            for step in plan_steps(len(lengths), self.per_step, rng):
+                yield epoch, self._split(step, lengths)
+
+    def _split(self, step: list[int], lengths: list[int]) -> list[Any]:
+        if not self.packing:
+            return split_step(step, lengths, self.budget)
+        step_lengths = [lengths[i] for i in step]
+        rows = [
+            [step[j] for j in row] for row in packed_rows(step_lengths, self.cfg.max_seq_length)
+        ]
+        row_lengths = [sum(lengths[i] for i in row) for row in rows]
+        groups = split_step(range(len(rows)), row_lengths, self.budget)
+        return [[rows[r] for r in group] for group in groups]
 
     def collate(self, group: Any, pad_id: int) -> Batch:
         if self.packing:
@@ -314,7 +327,11 @@ def train(
     def autocast() -> contextlib.AbstractContextManager[Any]:
         return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
-    plan = Plan(train_examples, cfg, packing)
+    if isinstance(cfg.micro_batch_tokens, int):
+        budget = cfg.micro_batch_tokens
+    else:  # a CPU runs fastest one sample per pass: no padding at all
+        budget = cfg.batch_size * cfg.max_seq_length if cuda else 1
+    plan = Plan(train_examples, cfg, packing, budget)
     total = plan.total_steps()
     order = sorted(range(len(eval_examples)), key=lambda i: len(eval_examples[i]))
     eval_batches = [
@@ -334,7 +351,7 @@ def train(
         optimizer, lr_lambda(cfg.lr_scheduler, warmup, total)
     )
 
-    strategy = "packed" if packing else "length-grouped"
+    strategy = "packed" if packing else "length-sorted"
     progress.emit(
         "start",
         total_steps=total,
@@ -345,6 +362,7 @@ def train(
         bf16=bf16,
         gradient_checkpointing=checkpointing,
         strategy=strategy,
+        micro_batch_tokens=budget,
         trainable_params=sum(p.numel() for p in params),
         total_params=sum(p.numel() for p in model.parameters()),
         truncated=truncated + eval_truncated,

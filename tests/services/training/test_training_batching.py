@@ -16,8 +16,9 @@ from services.training.batching import (
     collate,
     collate_packed,
     encode,
-    length_grouped,
     packed_rows,
+    plan_steps,
+    split_step,
 )
 from services.training.dataset import Record
 from services.training.recipe import Checkpoints, TokenLoss, lr_lambda, packing_works
@@ -71,27 +72,34 @@ def test_truncation_keeps_the_prompt_end_and_the_completion_start() -> None:
     assert ex.n_prompt == 32 and text[ex.n_prompt :] == "C" * 32
 
 
-def test_length_grouping_cuts_padding_and_keeps_every_sample() -> None:
-    rng = random.Random(0)
-    lengths = [rng.randint(20, 600) for _ in range(256)]
-    batches = length_grouped(lengths, 4, random.Random(1))
-    assert sorted(i for b in batches for i in b) == list(range(256))
+def test_steps_take_random_samples_and_split_them_longest_first() -> None:
+    lengths = [random.Random(i).randint(20, 600) for i in range(100)]
+    steps = plan_steps(100, 16, random.Random(1))
+    assert [len(s) for s in steps] == [16] * 6 + [4]
+    assert sorted(i for s in steps for i in s) == list(range(100))
+    assert steps != plan_steps(100, 16, random.Random(2))  # a new order every epoch
+
+    micro = split_step(steps[0], lengths, 1200)
+    assert sorted(i for m in micro for i in m) == sorted(steps[0])
+    flat = [i for m in micro for i in m]
+    assert [lengths[i] for i in flat] == sorted((lengths[i] for i in flat), reverse=True)
+    for m in micro:  # within the budget, unless one sample alone is longer
+        assert len(m) * lengths[m[0]] <= 1200 or len(m) == 1
 
     def padding(groups: list[list[int]]) -> float:
         slots = sum(max(lengths[i] for i in g) * len(g) for g in groups)
-        return 1 - sum(lengths) / slots
+        return 1 - sum(lengths[i] for g in groups for i in g) / slots
 
-    shuffled = list(range(256))
-    random.Random(1).shuffle(shuffled)
-    plain = [shuffled[i : i + 4] for i in range(0, 256, 4)]
-    assert padding(batches) < 0.05 < 0.2 < padding(plain)
+    assert padding(micro) < 0.1 < 0.25 < padding([steps[0]])
+    assert split_step(steps[0], lengths, 1) == [[i] for i in flat]  # one sample per pass
 
 
 def test_packed_rows_fit_and_positions_restart() -> None:
     lengths = [random.Random(i).randint(5, 60) for i in range(50)]
-    rows = packed_rows(lengths, 128, random.Random(0))
+    rows = packed_rows(lengths, 128)
     assert sorted(i for r in rows for i in r) == list(range(50))
     assert all(sum(lengths[i] for i in r) <= 128 for r in rows)
+    assert len(rows) <= -(-sum(lengths) // 128) + 1  # first fit, longest first: near optimal
     examples = [Example(list(range(1, n + 1)), 2, 1.0) for n in lengths]
     batch = collate_packed([[examples[i] for i in rows[0]]], pad_id=0)
     assert batch.position_ids is not None
@@ -121,7 +129,7 @@ def test_sample_weights_scale_the_loss_and_its_gradient(tiny_lm: Any, tiny_token
         value = (losses * weights).sum() / batch.n_targets
         value.backward()
         grad = tiny_lm.get_output_embeddings().weight.grad.clone()
-        return float(value), grad
+        return float(value.detach()), grad
 
     zero, grad_zero = objective(1e-9)
     one, grad_one = objective(1.0)

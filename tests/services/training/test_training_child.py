@@ -79,7 +79,7 @@ def check_common(run_dir: Path, stdout: str) -> DoneEvent:
     assert m["eval_loss_initial"] == evals[0].eval_loss
     assert m["eval_loss"] < m["eval_loss_initial"]
     assert m["steps"] == total and m["n_train"] == 32 and m["n_eval"] == 8
-    assert 0 <= m["padding_share"] < 0.2
+    assert m["padding_share"] == 0.0  # one sample per pass on a CPU
     progress_file = (run_dir / "progress.jsonl").read_text()
     assert progress_file.splitlines() == stdout.strip().splitlines()
     assert "step" in (run_dir / "train.log").read_text()
@@ -152,7 +152,7 @@ def test_the_best_checkpoint_becomes_the_artifact(
             head = r["completion"].partition(" is ")[0]
             r["completion"] = head + " is qzx vkj wpq jxz qzx vkj wpq jxz<|im_end|>\n"
     (run_dir / "fine_tune_dataset.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    job = {**FAST, "learning_rate": 1e-2, "lr_scheduler": "constant", "num_epochs": 6}
+    job = {**FAST, "learning_rate": 1e-2, "lr_scheduler": "constant", "num_epochs": 3}
     resolve_config(
         base_model=tiny_model,
         kind="full",

