@@ -352,21 +352,15 @@ class VectorIndex:
                 changed.append((item, replace))
             elif dict(old_meta) != meta:
                 meta_only.append((item, replace))
-        if new:
-            vectors = self.embedder.embed([i.text for i, _ in new])
-            col.add(
-                ids=[i.id for i, _ in new],
-                embeddings=vectors,  # type: ignore[arg-type]
-                documents=[i.text for i, _ in new],
-                metadatas=[m or None for _, m in new],  # type: ignore[misc]
-            )
-        if changed:
-            vectors = self.embedder.embed([i.text for i, _ in changed])
+        # New ids and ids whose text changed are embedded together, in one upsert.
+        embed = new + changed
+        if embed:
+            vectors = self.embedder.embed([i.text for i, _ in embed])
             col.upsert(
-                ids=[i.id for i, _ in changed],
+                ids=[i.id for i, _ in embed],
                 embeddings=vectors,  # type: ignore[arg-type]
-                documents=[i.text for i, _ in changed],
-                metadatas=[m or None for _, m in changed],  # type: ignore[misc]
+                documents=[i.text for i, _ in embed],
+                metadatas=[m or None for _, m in embed],  # type: ignore[misc]
             )
         if meta_only:
             col.update(
