@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sys
 import threading
@@ -23,7 +24,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+@functools.cache
 def package_version() -> str:
+    """Read once: the metadata lookup opens files, which fails when fds run out."""
     try:
         return version("personad")
     except PackageNotFoundError:

@@ -176,6 +176,9 @@ class ControlServer:
         except (ValueError, UnicodeDecodeError) as exc:
             await self._send(writer, None, error=("bad_request", f"not a JSON object: {exc}"))
             return
+        except RecursionError:
+            await self._send(writer, None, error=("bad_request", "the JSON is nested too deeply"))
+            return
         req_id = request.get("id") if isinstance(request, dict) else None
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             await self._send(writer, req_id, error=("bad_request", 'expected {"cmd": str, ...}'))
@@ -216,6 +219,13 @@ class ControlServer:
             body = {"id": req_id, "ok": False, "error": {"code": error[0], "message": error[1]}}
         else:
             body = {"id": req_id, "ok": True, "result": result}
-        writer.write(json.dumps(body, default=str).encode() + b"\n")
+        try:
+            data = json.dumps(body, default=str)
+        except (ValueError, RecursionError) as exc:  # e.g. an id nested too deeply to echo
+            message = f"the answer cannot be written as JSON ({exc}); send plainer ids and args"
+            data = json.dumps(
+                {"id": None, "ok": False, "error": {"code": "bad_request", "message": message}}
+            )
+        writer.write(data.encode() + b"\n")
         with contextlib.suppress(ConnectionError):
             await writer.drain()

@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io
 import json
+from collections import Counter
 from typing import Any
 
 from . import chat, metahuman, records
@@ -198,7 +199,7 @@ def parse_csv(text: str) -> Items:
                 f"the CSV header must name the columns {_CSV_HEADERS}; found: {', '.join(header)}"
             )
         ]
-    duplicates = sorted({c for c in columns if c and columns.count(c) > 1})
+    duplicates = sorted(c for c, n in Counter(columns).items() if c and n > 1)
     if duplicates:
         return [Problem(f"the CSV header names {', '.join(duplicates)} more than once; fix it")]
     out: Items = []

@@ -73,7 +73,8 @@ def get_number(obj: Mapping[str, Any], key: str, low: float, high: float) -> flo
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
-        or not math.isfinite(value)
+        # Only floats: math.isfinite overflows on an int of hundreds of digits.
+        or (isinstance(value, float) and not math.isfinite(value))
         or not low <= value <= high
     ):
         raise RecordError(

@@ -128,7 +128,9 @@ GOAL_TOKENS = 1800
 # enough text is within 700..2000.
 UNIT_TOKENS = 400
 
-_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.+?)[ \t#]*$", re.MULTILINE)
+# The closing hashes are stripped in title_of, not matched here: a lazy group before
+# them backtracks quadratically on a long line of blanks.
+_HEADING = re.compile(r"^[ \t]{0,3}#{1,6}[ \t]+(.+)$", re.MULTILINE)
 _SEPARATORS = (
     re.compile(r"\n[ \t]*\n\s*"),  # paragraphs
     re.compile(r"(?<=[.!?])\s+"),  # sentences
@@ -218,7 +220,10 @@ def chunk_spans(text: str) -> list[tuple[int, int]]:
 def title_of(text: str, name: str) -> str:
     """The first Markdown heading, else the file's stem."""
     m = _HEADING.search(text)
-    return m.group(1).strip() if m else PurePath(name).stem
+    if m is None:
+        return PurePath(name).stem
+    rest = m.group(1)
+    return (rest.rstrip(" \t#") or rest[0]).strip()
 
 
 def parse_prose(text: str, name: str) -> list[Memory | Problem]:
