@@ -2,7 +2,11 @@
 
 One memory per assistant turn (format and type ``chat``): its prompt is the latest user
 turn before it, and its context every message before that user turn (system included),
-oldest first, so that context + prompt + response replays the conversation. Assistant
+oldest first, so that context + prompt + response replays the conversation. A long
+conversation's context is capped so that a file's memories grow linearly with its size:
+a leading system message, then the latest messages, at most ``MAX_CONTEXT_MESSAGES`` and
+``MAX_CONTEXT_CHARS`` characters in all (a system message over that budget is left out).
+Assistant
 turns with empty content (e.g. pure tool calls) are skipped. A message's content may be
 a string, null, or a list of parts whose ``text`` items are joined.
 """
@@ -21,6 +25,26 @@ from .fields import (
     record_memory,
 )
 from .model import Memory, Problem
+
+MAX_CONTEXT_MESSAGES = 32
+MAX_CONTEXT_CHARS = 16_000
+
+
+def _context(messages: list[dict[str, str]], end: int) -> list[dict[str, str]]:
+    """The context of a prompt at ``end``: the messages before it, within the caps."""
+    lead = messages[:1] if end > 0 and messages[0]["role"] == "system" else []
+    chars = sum(len(m["content"]) for m in lead)
+    if chars > MAX_CONTEXT_CHARS:
+        lead, chars = [], 0
+    recent: list[dict[str, str]] = []
+    for message in reversed(messages[len(lead) : end]):
+        if len(lead) + len(recent) >= MAX_CONTEXT_MESSAGES:
+            break
+        chars += len(message["content"])
+        if chars > MAX_CONTEXT_CHARS:
+            break
+        recent.append(message)
+    return lead + recent[::-1]
 
 
 def _content(message: dict[str, Any], number: int) -> str:
@@ -106,7 +130,7 @@ def parse_chat(obj: dict[str, Any], locator: str) -> list[Memory | Problem]:
                     response=message["content"],
                     obj=obj,
                     locator=turn_locator,
-                    context=messages[:last_user],
+                    context=_context(messages, last_user),
                 )
             )
         except RecordError as exc:

@@ -219,6 +219,34 @@ def test_chat_one_memory_per_assistant_turn_with_context():
     assert first.id != second.id
 
 
+def test_long_chat_keeps_the_system_message_and_the_latest_turns_as_context():
+    from services.memories.chat import MAX_CONTEXT_CHARS, MAX_CONTEXT_MESSAGES
+
+    turns = [{"role": "system", "content": "You are Ana."}]
+    for i in range(2000):
+        turns.append({"role": "user", "content": f"question {i}"})
+        turns.append({"role": "assistant", "content": f"answer {i}"})
+    result = parse_bytes("chat.json", json.dumps({"messages": turns}).encode())
+    assert result.problems == [] and len(result.memories) == 2000
+    last = result.memories[-1]
+    assert (last.prompt, last.response) == ("question 1999", "answer 1999")
+    assert len(last.context) == MAX_CONTEXT_MESSAGES
+    assert last.context[0] == {"role": "system", "content": "You are Ana."}
+    assert last.context[-1] == {"role": "assistant", "content": "answer 1998"}
+    assert last.context[1] == {"role": "assistant", "content": "answer 1983"}
+    # Short conversations keep all of it (and their ids) as before.
+    assert len(result.memories[3].context) == 1 + 2 * 3
+    # Long messages: the context stops at the character budget.
+    big = [{"role": "user", "content": "x" * 6000}, {"role": "assistant", "content": "y" * 6000}]
+    result = parse_bytes(
+        "chat.json",
+        json.dumps({"messages": [*big, *big, {"role": "user", "content": "q"}, big[1]]}).encode(),
+    )
+    context = result.memories[-1].context
+    assert sum(len(m["content"]) for m in context) <= MAX_CONTEXT_CHARS
+    assert [m["content"][0] for m in context] == ["x", "y"]
+
+
 def test_chat_content_parts_and_tool_call_turns():
     convo = {
         "messages": [
