@@ -223,11 +223,21 @@ def follow_job(
         TimeRemainingColumn(),
         TextColumn("{task.fields[info]}"),
     )
-    with Progress(*columns, console=console, disable=quiet, transient=False) as bar:
+    # Off a terminal (logs, CI) the bar is drawn only at the end: print a line per change.
+    plain = not quiet and not console.is_terminal
+    last_line = ""
+    with Progress(*columns, console=console, disable=quiet or plain, transient=False) as bar:
         task = bar.add_task("queued", total=None, info="")
         while True:
             job = fetch()
             p = job.get("progress") or {}
+            if plain:
+                detail = _progress_text(p).strip()
+                line = f"job {job['id']} {job['state']}" + (f": {detail}" if detail else "")
+                key = line.split(", eta")[0]
+                if key != last_line:
+                    console.print(f"    {line}", markup=False)
+                    last_line = key
             if p.get("total_steps"):
                 info = _progress_text(p).split(", ", 1)[1] if p.get("loss") is not None else ""
                 bar.update(

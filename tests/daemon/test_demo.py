@@ -52,6 +52,8 @@ def test_demo_runs_the_whole_cycle(short_tmp: Path, tiny_model: Path) -> None:
         "demo complete",
     ):
         assert step in done.stderr
+    # Off a terminal, training progress comes as plain lines, one per step.
+    assert f"job 1 running: step {FAST['max_steps']}/{FAST['max_steps']}" in done.stderr
     result = json.loads(done.stdout)
     assert result["memories"] == 154
     assert result["job"]["state"] == "succeeded"
