@@ -21,6 +21,8 @@ from services.index import SearchHit
 from services.publish.local import LocalRegistry
 
 MAX_MEMORY_CHARS = 400
+# Greedy answers of small models loop on one sentence; no trigram is said twice.
+NO_REPEAT_NGRAM = 3
 _TAG = re.compile(r"</?(?:assistant|user|thought|world|instruction|action)>")
 
 
@@ -98,6 +100,8 @@ def generate_local(
         prompt_file,
         "--max-new-tokens",
         str(max_new_tokens),
+        "--no-repeat-ngram",
+        str(NO_REPEAT_NGRAM),
     ]
     if adapter is not None:
         argv += ["--adapter", str(adapter)]

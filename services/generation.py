@@ -143,11 +143,13 @@ def generate(
     max_new_tokens: int = 64,
     temperature: float = 0.0,
     stop: Sequence[str] | None = None,
+    no_repeat_ngram: int = 0,
 ) -> str:
     """The text ``model`` writes after ``prompt_text`` (already chat-rendered through the
     generation prompt; tokenized without added special tokens): greedy at temperature 0,
     sampled above; it ends at eos or a stop string (``default_stops`` when None), which is
-    not included."""
+    not included. ``no_repeat_ngram`` > 0 forbids repeating any n-gram of that size (small
+    models otherwise loop on one sentence)."""
     import torch
 
     stops = default_stops(tokenizer) if stop is None else list(stop)
@@ -173,6 +175,8 @@ def generate(
         kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    if no_repeat_ngram > 0:
+        kwargs["no_repeat_ngram_size"] = no_repeat_ngram
     if multi:
         kwargs.update(stop_strings=multi, tokenizer=tokenizer)
     with torch.no_grad():
@@ -190,6 +194,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prompt-file", required=True, type=Path)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument(
+        "--no-repeat-ngram", type=int, default=0, help="never repeat an n-gram of this size"
+    )
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     return p.parse_args(argv)
 
@@ -209,7 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = load_for_inference(
             args.model, adapter=args.adapter, cache_dir=args.cache_dir, device=args.device
         )
-        text = generate(model, tokenizer, prompt, args.max_new_tokens, args.temperature)
+        text = generate(
+            model,
+            tokenizer,
+            prompt,
+            args.max_new_tokens,
+            args.temperature,
+            no_repeat_ngram=args.no_repeat_ngram,
+        )
         result: dict[str, Any] = {"text": text}
         code = ExitCode.OK
     except BadInputError as exc:

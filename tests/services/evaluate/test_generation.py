@@ -136,3 +136,47 @@ def test_importing_the_gate_and_generation_modules_stays_light() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_no_repeat_ngram_keeps_a_looping_model_from_repeating_itself(
+    tmp_path: Path, tiny_model: Path, tiny_tokenizer: Any
+) -> None:
+    import torch
+
+    model, tokenizer = load_for_inference(tiny_model, cache_dir=tiny_model.parent / "cache")
+    prompt = prompt_of(tiny_tokenizer, 1)
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+    def written(**kwargs: Any) -> list[int]:
+        out = model.generate(
+            input_ids=torch.tensor([ids]), max_new_tokens=40, do_sample=False, **kwargs
+        )
+        return [int(t) for t in out[0, len(ids) :]]
+
+    def repeats(tokens: list[int]) -> int:
+        grams = [tuple(tokens[i : i + 3]) for i in range(len(tokens) - 2)]
+        return len(grams) - len(set(grams))
+
+    assert repeats(written()) > 0  # left alone, the untrained model loops
+    held_ids = written(no_repeat_ngram_size=3)
+    assert len(held_ids) > 10 and repeats(held_ids) == 0
+    held = generate(model, tokenizer, prompt, max_new_tokens=40, stop=[], no_repeat_ngram=3)
+    free = generate(model, tokenizer, prompt, max_new_tokens=40, stop=[])
+    assert held == tokenizer.decode(held_ids) != free
+    # The CLI takes it too (what `personad ask` uses).
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text(prompt)
+    proc = run_cli(
+        "--model",
+        str(tiny_model),
+        "--cache-dir",
+        str(tiny_model.parent / "cache"),
+        "--prompt-file",
+        str(prompt_file),
+        "--max-new-tokens",
+        "40",
+        "--no-repeat-ngram",
+        "3",
+    )
+    assert proc.returncode == ExitCode.OK, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["text"] == cut_at_stop(held, default_stops(tokenizer))
