@@ -65,7 +65,13 @@ def view(status: dict[str, Any] | None, error: str | None = None) -> Group:
         )
         parts.append(line)
         if total:
-            parts.append(ProgressBar(total=total, completed=prog.get("step", 0), width=60))
+            # In a grid row: a bare ProgressBar ends without a line break.
+            bar = Table.grid(padding=(0, 1))
+            step = prog.get("step", 0)
+            bar.add_row(
+                ProgressBar(total=total, completed=step, width=60), f"{100 * step / total:.0f}%"
+            )
+            parts.append(bar)
     for sched in status.get("schedules") or []:
         parts.append(
             Text(
