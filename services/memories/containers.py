@@ -76,7 +76,7 @@ def parse_json_document(text: str) -> Items:
             return parse_json_lines(text)
         return [
             Problem(
-                f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}; fix the "
+                f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}); fix the "
                 "file (a .json file holds one object or an array of objects)"
             )
         ]
@@ -132,7 +132,7 @@ def parse_json_lines(text: str) -> Items:
             out.append(
                 _problem(
                     locator,
-                    f"invalid JSON ({exc.msg} at column {exc.colno}); fix or remove the line",
+                    f"invalid JSON ({exc.msg}, column {exc.colno}); fix or remove the line",
                 )
             )
         except (ValueError, RecursionError) as exc:

@@ -119,7 +119,7 @@ def test_bad_jsonl_line_keeps_the_rest():
     assert len(result.memories) == 2
     assert [p.locator for p in result.problems] == ["line 2", "line 3"]
     assert result.problems[1].reason == (
-        "line 3: invalid JSON (Expecting ',' delimiter at column 16); fix or remove the line"
+        "line 3: invalid JSON (Expecting ',' delimiter, column 16); fix or remove the line"
     )
 
 
