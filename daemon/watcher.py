@@ -6,15 +6,23 @@ all reading happens in the ingest worker. A file is due when its writer closed i
 modified without a close (or found by a reconcile scan) is due once it has been
 quiet for the settle time. A reconcile scan (at start-up, periodically, after an
 inotify overflow and when a directory appears) finds whatever events missed.
+
+Fault injection (for the reliability suite only; not a setting): when the environment
+variable ``PERSONAD_FAULT_DROP_EVENTS`` holds a fraction (e.g. ``0.3``), every file
+event of that fraction of paths is dropped before it reaches the queue, as if inotify
+had lost them, so those files arrive only through a reconcile scan. The paths are
+picked by a hash of ``PERSONAD_FAULT_SEED`` (default ``0``) and the path, and each
+dropped event is logged ("fault injection: file event dropped").
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +165,37 @@ class _OverflowSpotter(logging.Handler):
             self.callback()
 
 
+class _EventDropper:
+    """The fault-injection hook of the module docstring."""
+
+    DROP_ENV = "PERSONAD_FAULT_DROP_EVENTS"
+    SEED_ENV = "PERSONAD_FAULT_SEED"
+
+    def __init__(self, rate: float, seed: str) -> None:
+        self.rate = rate
+        self.seed = seed
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> _EventDropper | None:
+        raw = environ.get(cls.DROP_ENV)
+        if not raw:
+            return None
+        try:
+            rate = float(raw)
+        except ValueError:
+            rate = -1.0
+        if not 0.0 <= rate <= 1.0:
+            log.warning("fault injection ignored: not a fraction from 0 to 1", value=raw)
+            return None
+        seed = environ.get(cls.SEED_ENV, "0")
+        log.warning("fault injection: dropping file events", rate=rate, seed=seed)
+        return cls(rate, seed)
+
+    def drops(self, path: Path) -> bool:
+        digest = hashlib.sha256(f"{self.seed}\0{path}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") < self.rate * 2**64
+
+
 class Watcher:
     def __init__(
         self,
@@ -169,6 +208,7 @@ class Watcher:
         self._on_scan_request = on_scan_request
         self._observer: Observer | None = None  # type: ignore[valid-type]
         self._spotter = _OverflowSpotter(lambda: self.request_scan(None, reason="overflow"))
+        self._dropper = _EventDropper.from_environ(os.environ)
         self.events = 0
 
     def start(self) -> None:
@@ -192,8 +232,11 @@ class Watcher:
         found = classify(self.profiles_dir, os.fsdecode(raw_path))
         if found is None:
             return
-        self.events += 1
         profile, path = found
+        if self._dropper is not None and self._dropper.drops(path):
+            log.warning("fault injection: file event dropped", path=str(path), closed=closed)
+            return
+        self.events += 1
         self.queue.put(profile, path, closed=closed)
 
     def request_scan(self, directory: Path | None, reason: str = "directory") -> None:
