@@ -105,6 +105,16 @@ class LocalRegistry:
 
     # -- reading --
 
+    def profiles(self) -> list[str]:
+        """The profiles that have a directory here."""
+        if not self.models_dir.is_dir():
+            return []
+        return sorted(
+            e.name
+            for e in self.models_dir.iterdir()
+            if e.is_dir() and _PROFILE.match(e.name) and e.name not in (".", "..")
+        )
+
     def versions(self, profile: str) -> list[int]:
         """Published versions, ascending."""
         pdir = self.profile_dir(profile)
@@ -255,6 +265,20 @@ class LocalRegistry:
                     link.unlink()
                 raise PublishError(f"cannot activate {profile}/{name}: {exc}") from exc
         log.info("activated a model version", profile=profile, version=version)
+
+    def deactivate(self, profile: str) -> bool:
+        """Remove the ``active`` link: no version is active. False when none was."""
+        pdir = self.profile_dir(profile)
+        with self._locked(pdir):
+            try:
+                (pdir / ACTIVE).unlink()
+            except FileNotFoundError:
+                return False
+            except OSError as exc:
+                raise PublishError(f"cannot deactivate {profile}: {exc}") from exc
+            fsync_dir(pdir)
+        log.info("no model version active", profile=profile)
+        return True
 
     def rollback(self, profile: str, to: int | None = None) -> int:
         """Activate ``to``, or the newest version older than the active one; returns it."""

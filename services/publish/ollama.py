@@ -429,6 +429,15 @@ class OllamaPublisher:
         matches = [v for v, d in self._profile_versions(profile, digests).items() if d == digest]
         return self.name(profile, max(matches)) if matches else None
 
+    def deactivate(self, profile: str) -> bool:
+        """Delete ``:latest``: no version is active. False when there was none."""
+        latest = self.name(profile)
+        if latest not in self._digests():
+            return False
+        self._call(f"delete {latest}", self._client.delete, latest)
+        log.info("no version active in Ollama", alias=latest)
+        return True
+
     def rollback(self, profile: str, to: int | None = None) -> int:
         """Activate ``to``, or the newest version older than the active one; returns it."""
         if to is None:

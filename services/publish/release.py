@@ -213,24 +213,54 @@ def rollback(ledger: Ledger, cfg: ReleaseConfig, profile: str, to: int | None = 
 
 def reconcile(ledger: Ledger, cfg: ReleaseConfig) -> list[str]:
     """At start-up: put the local ``active`` link (and Ollama's ``:latest``) back on the
-    ledger's active version wherever they disagree. Returns what was repaired."""
+    ledger's active version wherever they disagree, and remove the versions the ledger
+    does not record (a publish interrupted by a crash, before it was recorded), so that
+    the next publish can take their number. Returns what was repaired."""
     repaired: list[str] = []
     registry = LocalRegistry(cfg.models_dir)
-    for profile, version in ledger.active_versions().items():
+    active = ledger.active_versions()
+    for profile in sorted(set(active) | set(registry.profiles())):
+        version = active.get(profile)
+        recorded = {int(v["version"]) for v in ledger.versions(profile)}
         registry.cleanup(profile)
-        if registry.active(profile) != version and version in registry.versions(profile):
+        local = registry.active(profile)
+        if version is not None and local != version and version in registry.versions(profile):
             registry.activate(profile, version)
             repaired.append(f"{profile}: local active -> v{version}")
+        elif version is None and local is not None and local not in recorded:
+            registry.deactivate(profile)
+            repaired.append(f"{profile}: local active v{local} was never recorded; none active")
+        for stale in registry.versions(profile):
+            if stale not in recorded and stale != registry.active(profile):
+                registry.remove(profile, stale)
+                repaired.append(f"{profile}: unrecorded local v{stale} removed")
         if cfg.ollama_url:
-            from services.publish.ollama import OllamaPublisher
-
-            try:
-                with OllamaPublisher(cfg.ollama_url, cfg.ollama_prefix) as pub:
-                    if pub.active_version(profile) != version and version in pub.versions(profile):
-                        pub.activate(profile, version)
-                        repaired.append(f"{profile}: ollama latest -> v{version}")
-            except PublishError as exc:
-                log.warning("cannot reconcile Ollama", profile=profile, error=str(exc))
+            repaired += _reconcile_ollama(cfg, profile, version, recorded)
     for item in repaired:
         log.warning("active model repaired", what=item)
+    return repaired
+
+
+def _reconcile_ollama(
+    cfg: ReleaseConfig, profile: str, version: int | None, recorded: set[int]
+) -> list[str]:
+    from services.publish.ollama import OllamaPublisher
+
+    assert cfg.ollama_url is not None
+    repaired: list[str] = []
+    try:
+        with OllamaPublisher(cfg.ollama_url, cfg.ollama_prefix) as pub:
+            latest = pub.active_version(profile)
+            if version is not None and latest != version and version in pub.versions(profile):
+                pub.activate(profile, version)
+                repaired.append(f"{profile}: ollama latest -> v{version}")
+            elif version is None and latest is not None and latest not in recorded:
+                pub.deactivate(profile)
+                repaired.append(f"{profile}: ollama latest v{latest} was never recorded; removed")
+            for stale in pub.versions(profile):
+                if stale not in recorded and stale != pub.active_version(profile):
+                    pub.delete(profile, stale)
+                    repaired.append(f"{profile}: unrecorded ollama v{stale} removed")
+    except PublishError as exc:
+        log.warning("cannot reconcile Ollama", profile=profile, error=str(exc))
     return repaired
