@@ -3,27 +3,9 @@ code, and the daemon keeps answering."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from tests.daemon_process import DaemonProcess
-from tests.reliability.fuzz import alive, fuzz_daemon, fuzz_socket, run_session
+from tests.reliability.fuzz import alive, fuzz_socket, run_session
 from tests.reliability.fuzz_inputs import Session
-
-
-@pytest.fixture(scope="module")
-def daemon() -> Iterator[DaemonProcess]:
-    root = Path(tempfile.mkdtemp(prefix="pdfz-"))
-    try:
-        with fuzz_daemon(root) as d:
-            yield d
-            assert d.stop() == 0
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_generated_sessions_are_all_answered(daemon: DaemonProcess) -> None:

@@ -33,18 +33,6 @@ needs_root = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def daemon() -> Iterator[DaemonProcess]:
-    """Default socket settings (64 connections at most)."""
-    root = Path(tempfile.mkdtemp(prefix="pdsec-"))
-    try:
-        with fuzz_daemon(root) as d:
-            yield d
-            assert d.stop() == 0
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
 def roomy_daemon() -> Iterator[DaemonProcess]:
     """Room for every client, uid 65534 (nobody) in allowed_uids, and a socket directory
     that was left world-readable, with a stale file at the socket's path, before the
