@@ -1,4 +1,5 @@
-"""Fixtures for the job tests: a tiny model and a stand-in training interpreter."""
+"""Fixtures for the job tests: a stand-in training interpreter (the tiny model is in
+tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services.training.training_helpers import build_tiny_model
-
 HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture
