@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -223,17 +225,18 @@ def reconcile(ledger: Ledger, cfg: ReleaseConfig) -> list[str]:
         version = active.get(profile)
         recorded = {int(v["version"]) for v in ledger.versions(profile)}
         registry.cleanup(profile)
-        local = registry.active(profile)
-        if version is not None and local != version and version in registry.versions(profile):
-            registry.activate(profile, version)
-            repaired.append(f"{profile}: local active -> v{version}")
-        elif version is None and local is not None and local not in recorded:
-            registry.deactivate(profile)
-            repaired.append(f"{profile}: local active v{local} was never recorded; none active")
-        for stale in registry.versions(profile):
-            if stale not in recorded and stale != registry.active(profile):
-                registry.remove(profile, stale)
-                repaired.append(f"{profile}: unrecorded local v{stale} removed")
+        repaired += _align(
+            f"{profile}: local active",
+            f"{profile}: unrecorded local",
+            "none active",
+            version,
+            recorded,
+            current=registry.active(profile),
+            available=registry.versions(profile),
+            activate=partial(registry.activate, profile),
+            deactivate=partial(registry.deactivate, profile),
+            remove=partial(registry.remove, profile),
+        )
         if cfg.ollama_url:
             repaired += _reconcile_ollama(cfg, profile, version, recorded)
     for item in repaired:
@@ -247,20 +250,54 @@ def _reconcile_ollama(
     from services.publish.ollama import OllamaPublisher
 
     assert cfg.ollama_url is not None
-    repaired: list[str] = []
     try:
         with OllamaPublisher(cfg.ollama_url, cfg.ollama_prefix) as pub:
-            latest = pub.active_version(profile)
-            if version is not None and latest != version and version in pub.versions(profile):
-                pub.activate(profile, version)
-                repaired.append(f"{profile}: ollama latest -> v{version}")
-            elif version is None and latest is not None and latest not in recorded:
-                pub.deactivate(profile)
-                repaired.append(f"{profile}: ollama latest v{latest} was never recorded; removed")
-            for stale in pub.versions(profile):
-                if stale not in recorded and stale != pub.active_version(profile):
-                    pub.delete(profile, stale)
-                    repaired.append(f"{profile}: unrecorded ollama v{stale} removed")
+            return _align(
+                f"{profile}: ollama latest",
+                f"{profile}: unrecorded ollama",
+                "removed",
+                version,
+                recorded,
+                current=pub.active_version(profile),
+                available=pub.versions(profile),
+                activate=partial(pub.activate, profile),
+                deactivate=partial(pub.deactivate, profile),
+                remove=partial(pub.delete, profile),
+            )
     except PublishError as exc:
         log.warning("cannot reconcile Ollama", profile=profile, error=str(exc))
+        return []
+
+
+def _align(
+    pointer: str,
+    unrecorded: str,
+    undone: str,
+    version: int | None,
+    recorded: set[int],
+    *,
+    current: int | None,
+    available: list[int],
+    activate: Callable[[int], object],
+    deactivate: Callable[[], object],
+    remove: Callable[[int], object],
+) -> list[str]:
+    """One store (the local registry or Ollama) brought in line with the ledger: its
+    pointer (``active`` or ``:latest``, now at ``current``) on the ledger's active
+    ``version``, or on none when that is unset and it points at an unrecorded version; and
+    the versions the ledger never recorded removed. ``pointer`` and ``unrecorded`` lead the
+    lines that say what was repaired."""
+    repaired: list[str] = []
+    if version is not None and current != version and version in available:
+        activate(version)
+        current = version
+        repaired.append(f"{pointer} -> v{version}")
+    elif version is None and current is not None and current not in recorded:
+        deactivate()
+        repaired.append(f"{pointer} v{current} was never recorded; {undone}")
+        current = None
+    for stale in available:
+        if stale not in recorded and stale != current:
+            remove(stale)
+            repaired.append(f"{unrecorded} v{stale} removed")
     return repaired
