@@ -34,6 +34,7 @@ from daemon.client import ClientError
 from services.memories import FORMATS, parse_bytes
 from tests.daemon_process import DaemonProcess
 from tests.fakes.ollama_server import FakeOllama
+from tests.reliability.crash_checks import ro_connect
 from tests.reliability.fuzz_inputs import (
     KNOWN_COMMANDS,
     Session,
@@ -229,7 +230,7 @@ def _ledger_files(daemon: DaemonProcess) -> dict[str, tuple[int, int]]:
     path = daemon.state_dir / "ledger.sqlite3"
     if not path.exists():
         return {}
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as db:
+    with contextlib.closing(ro_connect(path)) as db:
         try:
             rows = db.execute(
                 "SELECT path, memories, problems FROM files WHERE profile = ?", [PROFILE]

@@ -20,7 +20,6 @@ import hashlib
 import itertools
 import json
 import shutil
-import sqlite3
 import tempfile
 import time
 from collections import Counter
@@ -42,6 +41,7 @@ from hypothesis.stateful import (
 from services.memories import parse_bytes
 from tests.daemon_process import DaemonProcess
 from tests.fakes.ollama_server import FakeOllama
+from tests.reliability.crash_checks import ro_connect
 
 EMBED_MODEL = "nomic-embed-text"
 
@@ -95,8 +95,7 @@ class LedgerView:
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if not self.path.exists():
             raise FileNotFoundError(f"no ledger at {self.path}")
-        uri = f"file:{self.path}?mode=ro"
-        with closing(sqlite3.connect(uri, uri=True, timeout=10)) as conn:
+        with closing(ro_connect(self.path)) as conn:
             return list(conn.execute(sql, params))
 
     def memory_ids(self, profile: str) -> list[str]:
