@@ -149,7 +149,7 @@ def run_baseline(
     )
 
     from services.training.batching import collate, encode
-    from services.training.dataset import Record
+    from services.training.dataset_reader import Record
     from services.training.recipe import TokenLoss, evaluate
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)

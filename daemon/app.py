@@ -23,7 +23,7 @@ from services.embedding import make_embedder
 from services.index import VectorIndex
 from services.ingest import make_curator
 from services.ledger import Ledger
-from services.publish.release import reconcile
+from services.publish.release import align_published
 from services.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -96,9 +96,9 @@ class Daemon:
         triggers = Triggers(s, on_queued=self.supervisor.wake, now=_local_now)
         triggers.catch_up(ledger)
         try:
-            reconcile(ledger, self.supervisor.release_config())
+            align_published(ledger, self.supervisor.release_config())
         except Exception:
-            log.exception("cannot reconcile the active models")
+            log.exception("cannot align the published models with the ledger")
         ledger.close()
         self.schedules = Schedules(s, triggers)
         self.index = self._make_index()

@@ -220,7 +220,7 @@ def _find_job(client: ControlClient, job_id: int) -> dict[str, Any]:
 def _dataset(settings: Settings, args: argparse.Namespace) -> int:
     from services.curation import CurationError, load_rules
     from services.ledger import Ledger, LedgerError
-    from services.runs import build_profile_dataset, new_run_dir, renderer_for
+    from services.run_prep import build_profile_dataset, new_run_dir, renderer_for
     from services.schemas import SchemaError
     from services.training.errors import TrainingError
 
@@ -330,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run_daemon(settings)
     if args.command == "status" and args.watch:
-        from daemon.watch import watch
+        from daemon.status_view import watch
 
         return watch(settings.socket_file, args.interval, args.iterations)
     if args.command in LOCAL_COMMANDS:

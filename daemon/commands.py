@@ -332,7 +332,7 @@ class Commands:
     async def ask(self, args: dict[str, Any]) -> dict[str, Any]:
         from services.ask import AskError, clean, generate_local, generate_ollama, messages_for
         from services.ask import model_of as active_model
-        from services.runs import renderer_for
+        from services.run_prep import renderer_for
 
         profile = _str_arg(args, "profile")
         question = _str_arg(args, "question")

@@ -32,7 +32,7 @@ from services.ledger import Job, Ledger, LedgerError
 from services.lifecycle import minimum_reason, select_lora_samples
 from services.publish import PublishError
 from services.publish.release import ReleaseConfig, StaleBase, release
-from services.runs import new_run_dir, prepare_training_run
+from services.run_prep import new_run_dir, prepare_training_run
 from services.schemas import SchemaError
 from services.settings import Settings
 from services.training.command import ExitCode, build_command

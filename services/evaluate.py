@@ -54,7 +54,7 @@ from typing import Any
 import structlog
 
 from services.training.config import GateSettings, ResolvedConfig
-from services.training.dataset import DATASET_FILE, Record, Selection
+from services.training.dataset_reader import DATASET_FILE, Record, Selection
 from services.training.errors import BadInputError
 from services.training.progress import finite
 

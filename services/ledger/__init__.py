@@ -3,12 +3,12 @@
 from services.ledger.db import Database, utcnow
 from services.ledger.errors import LedgerError
 from services.ledger.jobs import Job, JobStore
-from services.ledger.lifecycle import LifecycleStore
 from services.ledger.memories import FileState, IngestOutcome, MemoryStore, SampleRow
+from services.ledger.profile_state import ProfileStateStore
 from services.ledger.versions import VersionStore
 
 
-class Ledger(MemoryStore, JobStore, LifecycleStore, VersionStore):
+class Ledger(MemoryStore, JobStore, ProfileStateStore, VersionStore):
     """Every ledger record type, on one connection (use one per thread)."""
 
 
@@ -20,8 +20,8 @@ __all__ = [
     "JobStore",
     "Ledger",
     "LedgerError",
-    "LifecycleStore",
     "MemoryStore",
+    "ProfileStateStore",
     "SampleRow",
     "VersionStore",
     "utcnow",

@@ -213,7 +213,7 @@ def rollback(ledger: Ledger, cfg: ReleaseConfig, profile: str, to: int | None = 
     return target
 
 
-def reconcile(ledger: Ledger, cfg: ReleaseConfig) -> list[str]:
+def align_published(ledger: Ledger, cfg: ReleaseConfig) -> list[str]:
     """At start-up: put the local ``active`` link (and Ollama's ``:latest``) back on the
     ledger's active version wherever they disagree, and remove the versions the ledger
     does not record (a publish interrupted by a crash, before it was recorded), so that
@@ -238,13 +238,13 @@ def reconcile(ledger: Ledger, cfg: ReleaseConfig) -> list[str]:
             remove=partial(registry.remove, profile),
         )
         if cfg.ollama_url:
-            repaired += _reconcile_ollama(cfg, profile, version, recorded)
+            repaired += _align_ollama(cfg, profile, version, recorded)
     for item in repaired:
         log.warning("active model repaired", what=item)
     return repaired
 
 
-def _reconcile_ollama(
+def _align_ollama(
     cfg: ReleaseConfig, profile: str, version: int | None, recorded: set[int]
 ) -> list[str]:
     from services.publish.ollama import OllamaPublisher
@@ -265,7 +265,7 @@ def _reconcile_ollama(
                 remove=partial(pub.delete, profile),
             )
     except PublishError as exc:
-        log.warning("cannot reconcile Ollama", profile=profile, error=str(exc))
+        log.warning("cannot align Ollama with the ledger", profile=profile, error=str(exc))
         return []
 
 

@@ -51,7 +51,7 @@ import structlog
 from services.training.base_model import locate, resolve_base_model
 from services.training.command import ExitCode
 from services.training.config import CONFIG_FILE, ResolvedConfig, resolve_config
-from services.training.dataset import DATASET_FILE, read_dataset, select
+from services.training.dataset_reader import DATASET_FILE, read_dataset, select
 from services.training.errors import BadInputError, TrainingConfigError
 from services.training.progress import ProgressWriter
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from services.training.dataset import Record
+from services.training.dataset_reader import Record
 
 IGNORE = -100
 

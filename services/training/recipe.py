@@ -54,7 +54,7 @@ from services.training.batching import (
     split_step,
 )
 from services.training.config import ResolvedConfig, TrainingConfig
-from services.training.dataset import Selection
+from services.training.dataset_reader import Selection
 from services.training.errors import BadInputError
 from services.training.progress import ProgressWriter
 

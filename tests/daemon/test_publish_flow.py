@@ -1,4 +1,4 @@
-"""After training: the gate's verdict, publishing, the swap, rollback and reconcile."""
+"""After training: the gate's verdict, publishing, the swap, rollback and start-up alignment."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from services.curation import load_rules
 from services.ingest import Ingestor, make_curator
 from services.ledger import Ledger
 from services.publish.local import LocalRegistry
-from services.publish.release import reconcile, rollback
+from services.publish.release import align_published, rollback
 from services.settings import Settings, load_settings
 from tests.daemon.jobs_harness import Harness
 from tests.fakes.ollama_server import FakeOllama
@@ -77,9 +77,9 @@ def test_publish_swap_retention_and_rollback_locally(
     cfg = h.supervisor.release_config()
     assert rollback(h.ledger, cfg, "alice") == 2
     assert (registry.active("alice"), h.ledger.active_version("alice")) == (2, 2)
-    # Someone points the link elsewhere: start-up reconcile puts it back.
+    # Someone points the link elsewhere: start-up alignment puts it back.
     registry.activate("alice", 3)
-    assert reconcile(h.ledger, cfg) == ["alice: local active -> v2"]
+    assert align_published(h.ledger, cfg) == ["alice: local active -> v2"]
     assert registry.active("alice") == 2
 
 

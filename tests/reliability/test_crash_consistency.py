@@ -9,7 +9,7 @@ from pathlib import Path
 from services.ledger import Ledger
 from services.publish.local import LocalRegistry
 from services.publish.ollama import OllamaPublisher
-from services.publish.release import ReleaseConfig, reconcile
+from services.publish.release import ReleaseConfig, align_published
 from tests.fakes.ollama_server import FakeOllama
 from tests.reliability.crash import run_crash_rounds
 from tests.services.publish.publish_helpers import write_adapter
@@ -66,7 +66,7 @@ def test_start_up_removes_what_an_interrupted_publish_left(tmp_path: Path) -> No
         registry.publish("alice", 2, write_adapter(tmp_path / "a2", seed=1), kind="lora", base="b")
         fake.add_model("personad-alice:v2", weights=b"GGUF two")
 
-        repaired = reconcile(ledger, cfg)
+        repaired = align_published(ledger, cfg)
 
         assert repaired == [
             "alice: unrecorded local v2 removed",
@@ -92,7 +92,7 @@ def test_start_up_undoes_a_first_publish_the_ledger_never_recorded(tmp_path: Pat
         with OllamaPublisher(fake.url, "personad") as pub:
             pub.activate("alice", 1)
 
-        repaired = reconcile(ledger, _config(tmp_path, fake.url))
+        repaired = align_published(ledger, _config(tmp_path, fake.url))
 
         assert repaired == [
             "alice: local active v1 was never recorded; none active",

@@ -25,7 +25,7 @@ from services.generation import generate, load_for_inference
 from services.schemas import load_schema
 from services.training.command import ExitCode, build_command
 from services.training.config import resolve_config
-from services.training.dataset import read_dataset, select
+from services.training.dataset_reader import read_dataset, select
 from services.training.errors import BadInputError, TrainingConfigError
 from services.training.progress import DoneEvent, ProgressParser
 from tests.services.training.training_helpers import REPO, run_child, write_dataset

@@ -20,7 +20,7 @@ from services.training.batching import (
     plan_steps,
     split_step,
 )
-from services.training.dataset import Record
+from services.training.dataset_reader import Record
 from services.training.recipe import Checkpoints, TokenLoss, lr_lambda, packing_works
 from tests.services.training.training_helpers import conversation, render
 

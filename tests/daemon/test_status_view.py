@@ -42,7 +42,7 @@ def test_watch_survives_a_daemon_restart(short_tmp: Path) -> None:
 def test_the_view_shows_the_job_bar_schedules_and_rejects_each_on_its_own_lines() -> None:
     from rich.console import Console
 
-    from daemon.watch import view
+    from daemon.status_view import view
 
     status = {
         "daemon": {"version": "0.1.0", "pid": 42, "state": "running", "uptime_s": 75},

@@ -11,7 +11,7 @@ from services.ledger.db import Database, utcnow
 GLOBAL_PAUSE = "paused"
 
 
-class LifecycleStore(Database):
+class ProfileStateStore(Database):
     # -- pause / resume -------------------------------------------------------------
     def set_paused(self, profile: str | None, paused: bool) -> None:
         """Pause (or resume) one profile, or everything when ``profile`` is None."""

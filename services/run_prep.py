@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from services.curation import DEFAULT_ETC_DIR, CurationRules, Sample
-from services.dataset import DatasetSummary, RendererLike, build_dataset, render_line
+from services.dataset_build import DatasetSummary, RendererLike, build_dataset, render_line
 from services.ledger import Ledger
 from services.schemas import Renderer
 from services.training.base_model import parse_spec

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from services.curation import ContaminationError, Sample, curate, load_mode_configs, load_rules
-from services.dataset import (
+from services.dataset_build import (
     CURATED_MEMORIES,
     DATASET_FILES,
     FINE_TUNE_DATASET,
