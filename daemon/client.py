@@ -8,8 +8,10 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from daemon.errors import DaemonError
 
-class ClientError(Exception):
+
+class ClientError(DaemonError):
     """Base of the client's errors."""
 
 

@@ -25,12 +25,14 @@ from typing import Any
 
 import structlog
 
+from daemon.errors import DaemonError
+
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[dict[str, Any]], Awaitable[Any]]
 
 
-class CommandError(Exception):
+class CommandError(DaemonError):
     """A command failed in a way the client should be told about."""
 
     def __init__(self, code: str, message: str) -> None:
@@ -39,7 +41,7 @@ class CommandError(Exception):
         self.message = message
 
 
-class ControlSocketError(Exception):
+class ControlSocketError(DaemonError):
     """The control socket cannot be set up."""
 
 

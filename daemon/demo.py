@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.client import ClientError, ControlClient
+from daemon.errors import DaemonError
 from daemon.render import console, follow_job
 from services.demo_persona import PROFILE, write_persona
 
@@ -34,7 +35,7 @@ TRAIN_CONFIG = {
 }
 
 
-class DemoError(Exception):
+class DemoError(DaemonError):
     pass
 
 

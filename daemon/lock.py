@@ -6,8 +6,10 @@ import fcntl
 import os
 from pathlib import Path
 
+from daemon.errors import DaemonError
 
-class AlreadyRunning(Exception):
+
+class AlreadyRunning(DaemonError):
     """Another personad holds the lock."""
 
 

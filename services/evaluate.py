@@ -53,6 +53,7 @@ from typing import Any
 
 import structlog
 
+from services.shipped import etc_dir
 from services.training.config import GateSettings, ResolvedConfig
 from services.training.dataset_reader import DATASET_FILE, Record, Selection
 from services.training.errors import BadInputError
@@ -60,8 +61,7 @@ from services.training.progress import finite
 
 log = structlog.get_logger(__name__)
 
-REPO = Path(__file__).resolve().parents[1]
-GENERAL_SET = REPO / "etc" / "eval" / "general.jsonl"
+GENERAL_SET = etc_dir() / "eval" / "general.jsonl"
 REGRESSION_FILE = "regression.jsonl"
 EVAL_FILE = "eval.json"
 RUN_SUMMARY = "run-summary.json"

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from services.embedding import Embedder, EmbeddingError
+from services.errors import PersonadError
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -47,7 +48,7 @@ RESULT_KEYS = ("type", "mode", "timestamp", "source")
 MetadataValue = str | int | float | bool
 
 
-class VectorIndexError(Exception):
+class VectorIndexError(PersonadError):
     """The vector index could not do what was asked; the message says what to do."""
 
 

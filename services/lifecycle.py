@@ -22,9 +22,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from services.curation import Sample
+from services.errors import PersonadError
 
 
-class LifecycleError(Exception):
+class LifecycleError(PersonadError):
     """A lifecycle setting (e.g. a cron expression) is invalid."""
 
 

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.errors import PersonadError
 
-class ReportError(Exception):
+
+class ReportError(PersonadError):
     """A run directory cannot be reported on."""
 
 

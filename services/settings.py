@@ -19,11 +19,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from services.errors import PersonadError
+
 ENV_PREFIX = "PERSONAD_"
 CONFIG_ENV = "PERSONAD_CONFIG"
 
 
-class SettingsError(Exception):
+class SettingsError(PersonadError):
     """A setting is invalid or the configuration file cannot be read."""
 
 

@@ -16,14 +16,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from services.errors import PersonadError
+from services.shipped import etc_dir
+
 MODES: tuple[str, ...] = ("dual", "emulation", "agent")
 Mode = Literal["dual", "emulation", "agent"]
 
-# The shipped configuration: <repository>/etc.
-DEFAULT_ETC_DIR = Path(__file__).resolve().parents[2] / "etc"
+# The shipped configuration (services.shipped).
+DEFAULT_ETC_DIR = etc_dir()
 
 
-class CurationError(Exception):
+class CurationError(PersonadError):
     """The base error of curation; for a bad config file, ``path`` and ``key`` say where."""
 
     def __init__(self, message: str, *, path: str | None = None, key: str | None = None):

@@ -1,5 +1,7 @@
 """The ledger's errors."""
 
+from services.errors import PersonadError
 
-class LedgerError(Exception):
+
+class LedgerError(PersonadError):
     """The ledger cannot be opened, migrated or written."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from services.errors import PersonadError
 
-class MemoriesError(Exception):
+
+class MemoriesError(PersonadError):
     """Base of every error raised inside ``services.memories``."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from services.errors import PersonadError
 
-class PublishError(Exception):
+
+class PublishError(PersonadError):
     """Publishing, activating or removing a model version failed.
 
     ``server_error`` holds the Ollama server's own words and ``status`` its HTTP status

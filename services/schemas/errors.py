@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from services.errors import PersonadError
 
-class SchemaError(Exception):
+
+class SchemaError(PersonadError):
     """A schema file is invalid, a family is unknown, or a conversation cannot be rendered.
 
     ``path`` and ``key`` name the schema file and the offending key where there is one;

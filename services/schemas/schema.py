@@ -12,11 +12,11 @@ import jinja2
 
 from services.schemas import _jinja
 from services.schemas.errors import SchemaError
+from services.shipped import etc_dir
 
 FAMILIES: tuple[str, ...] = ("qwen", "llama", "phi", "gptj", "smollm")
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_ETC_DIR = REPO_ROOT / "etc"
+DEFAULT_ETC_DIR = etc_dir()
 
 
 @dataclass(frozen=True)

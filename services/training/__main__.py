@@ -48,6 +48,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from services.shipped import etc_dir
 from services.training.base_model import locate, resolve_base_model
 from services.training.command import ExitCode
 from services.training.config import CONFIG_FILE, ResolvedConfig, resolve_config
@@ -55,7 +56,7 @@ from services.training.dataset_reader import DATASET_FILE, read_dataset, select
 from services.training.errors import BadInputError, TrainingConfigError
 from services.training.progress import ProgressWriter
 
-SHIPPED_ETC = Path(__file__).resolve().parents[2] / "etc"
+SHIPPED_ETC = etc_dir()
 log = structlog.get_logger("services.training")
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from services.errors import PersonadError
 
-class TrainingError(Exception):
+
+class TrainingError(PersonadError):
     """Base of every error raised by ``services.training``."""
 
 
