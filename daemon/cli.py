@@ -218,11 +218,10 @@ def _find_job(client: ControlClient, job_id: int) -> dict[str, Any]:
 
 
 def _dataset(settings: Settings, args: argparse.Namespace) -> int:
-    from services.curation import CurationError, load_rules
-    from services.ledger import Ledger, LedgerError
+    from services.curation import load_rules
+    from services.errors import PersonadError
+    from services.ledger import Ledger
     from services.run_prep import build_profile_dataset, new_run_dir, renderer_for
-    from services.schemas import SchemaError
-    from services.training.errors import TrainingError
 
     if not settings.ledger_path.exists():
         print(
@@ -230,23 +229,23 @@ def _dataset(settings: Settings, args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     try:
-        ledger = Ledger(settings.ledger_path)
-        if args.profile not in ledger.profiles():
-            known = ", ".join(ledger.profiles()) or "none"
-            print(f"personad: no profile {args.profile!r} (known: {known})", file=sys.stderr)
-            return EXIT_FAILED
-        renderer = renderer_for(args.family, args.base_model or settings.training.base_model)
-        out = args.out or new_run_dir(settings.state_dir, args.profile, "dataset")
-        summary = build_profile_dataset(
-            ledger,
-            args.profile,
-            out,
-            renderer,
-            load_rules(),
-            mode=args.mode,
-            max_samples=args.max_samples,
-        )
-    except (CurationError, LedgerError, SchemaError, TrainingError) as exc:
+        with Ledger(settings.ledger_path) as ledger:
+            if args.profile not in ledger.profiles():
+                known = ", ".join(ledger.profiles()) or "none"
+                print(f"personad: no profile {args.profile!r} (known: {known})", file=sys.stderr)
+                return EXIT_FAILED
+            renderer = renderer_for(args.family, args.base_model or settings.training.base_model)
+            out = args.out or new_run_dir(settings.state_dir, args.profile, "dataset")
+            summary = build_profile_dataset(
+                ledger,
+                args.profile,
+                out,
+                renderer,
+                load_rules(),
+                mode=args.mode,
+                max_samples=args.max_samples,
+            )
+    except PersonadError as exc:
         # A contaminated dataset lands here too, with the offending ids and tags.
         print(f"personad: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -266,13 +265,12 @@ def _report(settings: Settings, args: argparse.Namespace) -> int:
         run_dir = target if target.is_dir() else latest_run(settings.state_dir, args.target)
         published = None
         if settings.ledger_path.exists():
-            ledger = Ledger(settings.ledger_path)
-            for profile in ledger.profiles():
-                for v in ledger.versions(profile):
-                    if v["run_dir"] and Path(v["run_dir"]) == run_dir.resolve():
-                        active = " (active)" if v["active"] else ""
-                        published = f"{profile} v{v['version']}{active}"
-            ledger.close()
+            with Ledger(settings.ledger_path) as ledger:
+                for profile in ledger.profiles():
+                    for v in ledger.versions(profile):
+                        if v["run_dir"] and Path(v["run_dir"]) == run_dir.resolve():
+                            active = " (active)" if v["active"] else ""
+                            published = f"{profile} v{v['version']}{active}"
         report = write_report(run_dir, args.out, published)
     except ReportError as exc:
         print(f"personad: {exc}", file=sys.stderr)

@@ -69,23 +69,22 @@ class IngestWorker(threading.Thread):
 
     # -- the thread ---------------------------------------------------------------
     def run(self) -> None:
-        ledger = Ledger(self.settings.ledger_path)
-        ingestor = Ingestor(
-            ledger,
-            self.index,
-            max_file_bytes=int(self.settings.ingest.max_file_mb * 1024 * 1024),
-            curate=self.curate,
-        )
-        try:
-            self._startup(ledger, ingestor)
-            self.state = "running"
-            self.ready.set()
-            while not self._stopping.is_set():
-                self._step(ledger, ingestor)
-        finally:
-            self.state = "stopped"
-            self.ready.set()
-            ledger.close()
+        with Ledger(self.settings.ledger_path) as ledger:
+            ingestor = Ingestor(
+                ledger,
+                self.index,
+                max_file_bytes=int(self.settings.ingest.max_file_mb * 1024 * 1024),
+                curate=self.curate,
+            )
+            try:
+                self._startup(ledger, ingestor)
+                self.state = "running"
+                self.ready.set()
+                while not self._stopping.is_set():
+                    self._step(ledger, ingestor)
+            finally:
+                self.state = "stopped"
+                self.ready.set()
 
     def _startup(self, ledger: Ledger, ingestor: Ingestor) -> None:
         if self.index is not None:

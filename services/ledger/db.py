@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 import sqlite_utils
 import structlog
@@ -25,7 +26,8 @@ def utcnow() -> str:
 
 
 class Database:
-    """A connection to the ledger. Use one per thread."""
+    """A connection to the ledger. Use one per thread, as a context manager
+    (``with Ledger(path) as ledger:``) wherever its life is one block."""
 
     def __init__(self, path: Path, *, migrate: bool = True) -> None:
         self.path = Path(path)
@@ -49,6 +51,12 @@ class Database:
 
     def close(self) -> None:
         self.db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[sqlite_utils.Database]:
