@@ -33,8 +33,6 @@ Determinism: the same input gives byte-identical files, ``run-summary.json``'s
 
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,6 +49,7 @@ from services.curation.config import (
 )
 from services.curation.modes import ContaminationError, contamination
 from services.curation.sample import Sample
+from services.durable import fsync_dir, json_text, jsonl_text, write_json, write_text
 from services.memories.model import Memory
 from services.metrics import dataset_metrics
 from services.schemas import ChatSchema, SchemaError
@@ -119,30 +118,6 @@ class DatasetSummary:
         if self.error:
             out["error"] = self.error
         return out
-
-
-def _dumps(value: Any) -> bytes:
-    return (json.dumps(value, ensure_ascii=False, indent=2, default=str) + "\n").encode("utf-8")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _schema_info(renderer: RendererLike) -> dict[str, Any]:
@@ -274,8 +249,8 @@ def build_dataset(
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in DATASET_FILES:
             (out_dir / name).unlink(missing_ok=True)
-        _write_atomic(out_dir / RUN_SUMMARY, _dumps(failed.to_dict()))
-        _fsync_dir(out_dir)
+        write_json(out_dir / RUN_SUMMARY, failed.to_dict(), default=str)
+        fsync_dir(out_dir)
         raise err
 
     by_id = {m.id: m for m in memories}
@@ -301,12 +276,14 @@ def build_dataset(
     )
 
     contents = {
-        CURATED_MEMORIES: _dumps([by_id[s.memory_id].to_record() for s in selected]),
-        FORMATTED_SAMPLES: _dumps([{**s.to_record(), "messages": s.messages()} for s in selected]),
-        SCHEMA_APPLIED: _dumps(schema_applied),
-        FINE_TUNE_DATASET: "".join(
-            json.dumps(r, ensure_ascii=False) + "\n" for r in records
-        ).encode("utf-8"),
+        CURATED_MEMORIES: json_text(
+            [by_id[s.memory_id].to_record() for s in selected], default=str
+        ),
+        FORMATTED_SAMPLES: json_text(
+            [{**s.to_record(), "messages": s.messages()} for s in selected], default=str
+        ),
+        SCHEMA_APPLIED: json_text(schema_applied, default=str),
+        FINE_TUNE_DATASET: jsonl_text(records),
     }
     result = DatasetSummary(
         **common,
@@ -315,8 +292,8 @@ def build_dataset(
         files=(*DATASET_FILES, RUN_SUMMARY),
     )
     out_dir.mkdir(parents=True, exist_ok=True)
-    for name, data in contents.items():
-        _write_atomic(out_dir / name, data)
-    _write_atomic(out_dir / RUN_SUMMARY, _dumps(result.to_dict()))
-    _fsync_dir(out_dir)
+    for name, text in contents.items():
+        write_text(out_dir / name, text)
+    write_json(out_dir / RUN_SUMMARY, result.to_dict(), default=str)
+    fsync_dir(out_dir)
     return result

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.durable import write_text
 from services.errors import PersonadError
 
 
@@ -192,5 +193,5 @@ def write_report(run_dir: Path, out: Path | None = None, published: str | None =
     _plot(events, png, f"{run_dir.parent.parent.name} {run_dir.name}")
     text = summarize(run_dir, events, summary, evaluation, published)
     markdown = png.with_suffix(".md")
-    markdown.write_text(text + f"\n![loss curves]({png.name})\n")
+    write_text(markdown, text + f"\n![loss curves]({png.name})\n")
     return Report(run_dir, png, markdown, text)
