@@ -7,7 +7,7 @@ hygiene (:mod:`.hygiene`).
 
 from services.fidelity.hygiene import Hygiene, hygiene, stray_tags, typical_length
 from services.fidelity.style import similarity, transfer_score
-from services.fidelity.terms import RecallScore, key_terms, mean_recall, recall
+from services.fidelity.terms import RecallScore, key_terms, mean_recall, recall, words
 
 __all__ = [
     "Hygiene",
@@ -20,4 +20,5 @@ __all__ = [
     "stray_tags",
     "transfer_score",
     "typical_length",
+    "words",
 ]
