@@ -1,0 +1,92 @@
+"""The prompt policy: one system message for training, for ``ask`` and for Ollama.
+
+What a model is served must be what it was trained on. Every training sample of a
+profile starts with the persona's system message (:func:`system_message`); ``ask``
+sends the same message with the memories it retrieved; a published Ollama model carries
+it (without memories) as its ``SYSTEM``.
+
+Retrieval-augmented fine-tuning: a share of the training samples (:data:`CONTEXT_SHARE`)
+carry memories in their system message, the way ``ask`` shows retrieved memories, so
+that the model learns to use them when they are there and to answer from what it learned
+when they are not. Of those, most hold the sample's own memory (the "oracle", as a good
+retrieval would find it) among others of the profile; the rest hold only others (as a
+retrieval that missed). Which samples, and which memories, is decided by hashing the
+sample's id: the same dataset every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+
+MAX_MEMORY_CHARS = 400  # each memory shown, clipped with "..."
+CONTEXT_SHARE = 0.5  # training samples that carry memories
+ORACLE_SHARE = 0.8  # of those, the ones whose own memory is among them
+CONTEXT_MEMORIES = 2  # memories per sample that carries them (ask retrieves 4 by default)
+
+
+def clip(text: str, limit: int = MAX_MEMORY_CHARS) -> str:
+    """``text`` on one line, at most ``limit`` characters (cut ones end in "...")."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def system_message(profile: str, memories: Sequence[str] = ()) -> str:
+    """The persona's system message, with ``memories`` (texts) listed when given."""
+    head = f"You are {profile}. Answer as {profile}, in your own words."
+    if not memories:
+        return head
+    listed = "\n".join(f"- {clip(m)}" for m in memories)
+    return f"{head}\nWhat you remember:\n{listed}"
+
+
+def with_system(
+    profile: str, messages: Sequence[Mapping[str, str]], memories: Sequence[str] = ()
+) -> list[dict[str, str]]:
+    """``messages`` with the persona's system message first; a system message they already
+    hold (a chat's own) follows the persona's in the same turn."""
+    system = system_message(profile, memories)
+    rest = [dict(m) for m in messages]
+    if rest and rest[0].get("role") == "system":
+        own = rest.pop(0)["content"]
+        system = f"{system}\n\n{own}" if own.strip() else system
+    return [{"role": "system", "content": system}, *rest]
+
+
+def ask_messages(profile: str, question: str, memories: Sequence[str]) -> list[dict[str, str]]:
+    """What ``ask`` sends: the system message with the retrieved memories, and the question
+    as an emulation-mode user turn."""
+    return with_system(profile, [{"role": "user", "content": f"<user>{question}</user>"}], memories)
+
+
+def _draw(seed: str, sample_id: str, what: str) -> float:
+    digest = hashlib.sha256(f"{seed}:{what}:{sample_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def training_context(
+    sample_id: str,
+    own_text: str | None,
+    others: Sequence[tuple[str, str]],
+    *,
+    seed: str = "context",
+    share: float = CONTEXT_SHARE,
+    oracle_share: float = ORACLE_SHARE,
+    k: int = CONTEXT_MEMORIES,
+) -> list[str]:
+    """The memory texts a training sample carries in its system message ([] for most
+    samples; see the module docstring). ``others`` are ``(id, text)`` of the profile's
+    other memories, in any order (the choice does not depend on it)."""
+    if k < 1 or _draw(seed, sample_id, "share") >= share:
+        return []
+    pool = sorted(
+        (hashlib.sha256(f"{seed}:{sample_id}:{oid}".encode()).hexdigest(), text)
+        for oid, text in others
+        if oid != sample_id
+    )
+    oracle = own_text is not None and _draw(seed, sample_id, "oracle") < oracle_share
+    chosen = [text for _, text in pool[: k - 1 if oracle else k]]
+    if oracle and own_text is not None:
+        at = int(_draw(seed, sample_id, "place") * (len(chosen) + 1))
+        chosen.insert(at, own_text)
+    return chosen
