@@ -17,7 +17,13 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from services.ledger import Ledger
-from services.lifecycle import cron_trigger, missed_fire
+from services.lifecycle import (
+    Eligibility,
+    cron_trigger,
+    missed_fire,
+    schedule_targets,
+    threshold_reason,
+)
 from services.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -38,12 +44,15 @@ class Triggers:
     def after_ingest(self, ledger: Ledger, profile: str) -> int | None:
         """Queue a LoRA when the profile's eligible samples since its last training reach
         the threshold; returns the job id when one was queued."""
-        if not ledger.may_train(profile):
-            return None
         since = ledger.eligible_since(profile, ledger.last_training_cut(profile))
-        if since < self.settings.triggers.lora_threshold:
+        reason = threshold_reason(
+            may_train=ledger.may_train(profile),
+            since_cut=since,
+            threshold=self.settings.triggers.lora_threshold,
+        )
+        if reason is None:
             return None
-        job, created = ledger.enqueue_job(profile, "lora", reason=f"threshold ({since} new)")
+        job, created = ledger.enqueue_job(profile, "lora", reason=reason)
         if created:
             log.info("threshold reached: LoRA queued", profile=profile, new=since, job_id=job.id)
             self.on_queued()
@@ -60,17 +69,13 @@ class Triggers:
         """A schedule's run: queue ``kind`` for every profile that qualifies."""
         with self._lock:
             when = when or self.now()
+            targets = schedule_targets(
+                kind,
+                {p: _eligibility(ledger, p) for p in ledger.profiles()},
+                full_min_samples=self.settings.triggers.full_min_samples,
+            )
             queued: list[int] = []
-            t = self.settings.triggers
-            for profile in ledger.profiles():
-                if not ledger.may_train(profile):
-                    continue
-                if kind == "lora":
-                    cut = ledger.last_training_cut(profile)
-                    if ledger.eligible_since(profile, cut) == 0:
-                        continue
-                elif ledger.eligible_since(profile, None) < t.full_min_samples:
-                    continue
+            for profile in targets:
                 job, created = ledger.enqueue_job(profile, kind, reason="schedule")
                 if created:
                     queued.append(job.id)
@@ -97,6 +102,14 @@ class Triggers:
                 log.info("catching up on a missed schedule", kind=kind, missed=missed.isoformat())
                 out[kind] = self.fire(ledger, kind, when=now)
         return out
+
+
+def _eligibility(ledger: Ledger, profile: str) -> Eligibility:
+    return Eligibility(
+        may_train=ledger.may_train(profile),
+        since_cut=ledger.eligible_since(profile, ledger.last_training_cut(profile)),
+        total=ledger.eligible_since(profile, None),
+    )
 
 
 class Schedules:
@@ -126,13 +139,11 @@ class Schedules:
             self._scheduler.shutdown(wait=False)
 
     def _fire(self, kind: str) -> None:
-        ledger = Ledger(self.settings.ledger_path, migrate=False)
         try:
-            self.triggers.fire(ledger, kind)
+            with Ledger(self.settings.ledger_path, migrate=False) as ledger:
+                self.triggers.fire(ledger, kind)
         except Exception:
             log.exception("schedule failed", kind=kind)
-        finally:
-            ledger.close()
 
     def describe(self) -> list[dict[str, Any]]:
         out = []

@@ -11,14 +11,12 @@ from typing import Any
 
 import pytest
 
+from tests.paths import FIXTURES, REPO  # noqa: F401 (both re-exported for the tests)
+
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def test_one_input(data: bytes) -> None:
 def make_corpus(directory: Path, samples: int = 300) -> int:
     """Write seed inputs (extension byte + file) into ``directory``; how many."""
     directory.mkdir(parents=True, exist_ok=True)
-    fixtures = REPO.parent / "shared" / "fixtures" / "metahuman"
+    fixtures = REPO / "tests" / "fixtures" / "metahuman"
     files = [(p.name, p.read_bytes()) for p in sorted(fixtures.glob("*.json"))]
     files += sample_files(samples, seed=0)
     written = 0

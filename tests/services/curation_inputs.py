@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from services.memories.model import Memory, content_id
+from tests.paths import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 METAHUMAN = FIXTURES / "metahuman"
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from services.memories import Memory, parse_bytes
+from tests.paths import FIXTURES
 
-METAHUMAN = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "metahuman"
+METAHUMAN = FIXTURES / "metahuman"
 EVENT_FILES = sorted(p for p in METAHUMAN.glob("evt*.json"))
 
 

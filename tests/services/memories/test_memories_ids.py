@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 from services.memories import content_id, parse_bytes, read_memory_file
+from tests.paths import FIXTURES
 
-METAHUMAN = Path(__file__).resolve().parents[3] / ".." / "shared" / "fixtures" / "metahuman"
+METAHUMAN = FIXTURES / "metahuman"
 
 RECORDS = [
     {"prompt": "What did you cook?", "response": "Lentil soup, with lemon."},

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[3]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+from tests.paths import FIXTURES, REPO  # noqa: F401 (REPO: re-exported for the schema tests)
+
 CHAT_TEMPLATES = FIXTURES / "chat_templates"
 OLLAMA = FIXTURES / "ollama_templates"
 TESTDATA = OLLAMA / "testdata"

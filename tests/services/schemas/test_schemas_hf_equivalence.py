@@ -1,6 +1,6 @@
 """Our renderer against transformers' own apply_chat_template, byte for byte.
 
-Every real HF template in ../shared/fixtures/chat_templates is rendered by
+Every real HF template in tests/fixtures/chat_templates is rendered by
 ``services.schemas.Renderer`` (jinja2 only) and by a transformers fast tokenizer built
 locally with the fixture's special tokens and chat_template, for every conversation
 below, with and without add_generation_prompt.

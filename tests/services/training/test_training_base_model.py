@@ -19,7 +19,7 @@ from services.training.errors import BadInputError
 from services.training.modelinfo import count_parameters
 from tests.services.training.training_helpers import REPO
 
-FIXTURES = REPO.parent / "shared" / "fixtures" / "chat_templates"
+FIXTURES = REPO / "tests" / "fixtures" / "chat_templates"
 
 
 def test_specs_are_classified(tmp_path: Path, tiny_model: Path) -> None:
