@@ -29,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from services.durable import fsync_dir, fsync_tree, json_text, write_text
 from services.publish.artifact import check_artifact, check_kind
 from services.publish.errors import PublishError
 from services.publish.retention import DEFAULT_KEEP, plan_retention, previous_version
@@ -46,35 +47,12 @@ _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
 _PROFILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._@+-]*$")
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_tree(root: Path) -> None:
-    """fsync every file, then every directory (deepest first), of ``root``."""
-    for dirpath, _dirnames, filenames in os.walk(root, topdown=False):
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path):
-                continue
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(dirpath))
-
-
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     try:
-        text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+        text = json_text(data, sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise PublishError(f"{path.name}: cannot be written as JSON: {exc}") from exc
-    path.write_text(text, encoding="utf-8")
+    write_text(path, text)
 
 
 class LocalRegistry:
@@ -144,6 +122,18 @@ class LocalRegistry:
         """The active version's directory (``active`` resolved once), None when none."""
         version = self.active(profile)
         return None if version is None else self.profile_dir(profile) / _version_name(version)
+
+    def serving_model(self, profile: str, base_model: str) -> tuple[str, Path | None]:
+        """What answers for ``profile``: (model spec or directory, adapter directory or
+        None) of its active version, ``(base_model, None)`` when none is active. A LoRA
+        version serves its adapter on the base it was trained on (``base.json``)."""
+        active = self.active_path(profile)
+        if active is None:
+            return base_model, None
+        if (active / "model" / "config.json").is_file():
+            return str(active / "model"), None
+        base = json.loads((active / BASE_FILE).read_text())["base"]
+        return str(base), active / "adapter"
 
     def info(self, profile: str, version: int) -> dict[str, Any]:
         """What ``version.json`` of a version holds."""

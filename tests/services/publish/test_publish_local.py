@@ -73,6 +73,36 @@ def test_an_adapter_is_published_with_its_base_model(
     assert registry.versions("bob") == [1]
 
 
+def test_the_serving_model_is_the_active_version_else_the_base(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    assert registry.serving_model("alice", "org/base") == ("org/base", None)
+    registry.publish("alice", 1, _model(tmp_path, "full"), kind="full", info={})
+    adapter = write_adapter(tmp_path / "run" / "adapter")
+    registry.publish("alice", 2, adapter, kind="lora", base="/runs/full/model", info={})
+    assert registry.serving_model("alice", "org/base") == ("org/base", None)  # none active
+    registry.activate("alice", 1)
+    v1 = tmp_path / "models" / "alice" / "v1"
+    assert registry.serving_model("alice", "org/base") == (str(v1 / "model"), None)
+    registry.activate("alice", 2)
+    v2 = tmp_path / "models" / "alice" / "v2"
+    # A LoRA serves its adapter on the base it was trained on.
+    assert registry.serving_model("alice", "org/base") == ("/runs/full/model", v2 / "adapter")
+
+
+def test_version_files_are_sorted_json_and_unwritable_data_is_refused(
+    registry: LocalRegistry, tmp_path: Path
+) -> None:
+    path = registry.publish("alice", 1, _model(tmp_path, "a"), kind="full", info={"z": 1, "a": 2})
+    text = (path / "version.json").read_text()
+    assert text.endswith("\n") and list(json.loads(text)) == sorted(json.loads(text))
+    assert list(json.loads(text)["info"]) == ["a", "z"]
+    with pytest.raises(PublishError, match="cannot be written as JSON"):
+        registry.publish("alice", 2, _model(tmp_path, "b"), kind="full", info={"x": object()})
+    assert registry.versions("alice") == [1]
+    assert sorted(p.name for p in (tmp_path / "models" / "alice").iterdir()) == [".lock", "v1"]
+
+
 def test_activate_and_roll_back(registry: LocalRegistry, tmp_path: Path) -> None:
     for n in (1, 2, 3):
         registry.publish("alice", n, _model(tmp_path, f"run-{n}", seed=n), kind="full", info={})
