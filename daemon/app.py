@@ -10,13 +10,14 @@ from datetime import datetime
 
 import structlog
 
+from daemon.child import kill_orphan
 from daemon.commands import Commands, package_version
 from daemon.control import ControlServer
 from daemon.ingest_worker import IngestWorker
 from daemon.lock import InstanceLock
 from daemon.notify import Notifier
 from daemon.schedules import Schedules, Triggers
-from daemon.supervisor import Supervisor, kill_orphan
+from daemon.supervisor import Supervisor
 from daemon.watcher import IngestQueue, Watcher
 from services.curation import load_rules
 from services.embedding import make_embedder
@@ -90,7 +91,7 @@ class Daemon:
                 job_id=old.id,
                 profile=old.profile,
                 retry=retry.id if retry else None,
-                orphan_killed=kill_orphan(old),
+                orphan_killed=kill_orphan(old.pid, old.run_dir),
             )
         self.supervisor = Supervisor(s, before_training=self._free_gpu)
         triggers = Triggers(s, on_queued=self.supervisor.wake, now=_local_now)
