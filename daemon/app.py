@@ -6,7 +6,9 @@ import asyncio
 import os
 import signal
 import time
+from concurrent.futures import Future
 from datetime import datetime
+from typing import Any
 
 import structlog
 
@@ -16,6 +18,7 @@ from daemon.control import ControlServer
 from daemon.ingest_worker import IngestWorker
 from daemon.lock import InstanceLock
 from daemon.notify import Notifier
+from daemon.runtime import IngestState
 from daemon.schedules import Schedules, Triggers
 from daemon.supervisor import Supervisor
 from daemon.watcher import IngestQueue, Watcher
@@ -24,7 +27,7 @@ from services.embedding import make_embedder
 from services.index import VectorIndex
 from services.ingest import make_curator
 from services.ledger import Ledger
-from services.publish.release import align_published
+from services.publish.release import ReleaseConfig, align_published
 from services.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -35,6 +38,8 @@ DRAIN_TIMEOUT_S = 2.0
 
 
 class Daemon:
+    """The process; to the control commands, a :class:`daemon.runtime.Runtime`."""
+
     def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
         self.settings = settings
         self.notifier = notifier or Notifier(None)
@@ -51,6 +56,29 @@ class Daemon:
         self._stop: asyncio.Event | None = None
         self._signals = 0
 
+    # -- what the control commands see (daemon.runtime.Runtime) ------------------------
+    def queue_depth(self, profile: str | None = None) -> int:
+        return self.queue.depth(profile)
+
+    def ingest_state(self) -> IngestState:
+        w = self.worker
+        return IngestState(
+            state=w.state if w else "stopped",
+            queue=self.queue.depth(),
+            files_read=w.files_done if w else 0,
+            scans=w.scans_done if w else 0,
+            last_error=w.last_error if w else None,
+        )
+
+    def request_reindex(self, profile: str) -> Future[int] | None:
+        if self.worker is None or self.index is None:
+            return None
+        return self.worker.request_reindex(profile)
+
+    def describe_schedules(self) -> list[dict[str, Any]]:
+        return self.schedules.describe() if self.schedules else []
+
+    # -- the process ------------------------------------------------------------------
     def run(self) -> int:
         """Run in the foreground until SIGTERM/SIGINT; returns the exit status."""
         lock = InstanceLock(self.settings.state_dir / "personad.lock")
@@ -84,33 +112,11 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig)
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
-        ledger = Ledger(s.ledger_path)  # creates and migrates
-        for old, retry in ledger.recover_interrupted(s.training.max_attempts):
-            log.warning(
-                "job interrupted by a stop or crash",
-                job_id=old.id,
-                profile=old.profile,
-                retry=retry.id if retry else None,
-                orphan_killed=kill_orphan(old.pid, old.run_dir),
-            )
-        self.supervisor = Supervisor(s, before_training=self._free_gpu)
-        triggers = Triggers(s, on_queued=self.supervisor.wake, now=_local_now)
-        triggers.catch_up(ledger)
-        try:
-            align_published(ledger, self.supervisor.release_config())
-        except Exception:
-            log.exception("cannot align the published models with the ledger")
-        ledger.close()
-        self.schedules = Schedules(s, triggers)
-        self.index = self._make_index()
-        self.worker = IngestWorker(
-            s,
-            self.queue,
-            self.index,
-            curate=make_curator(load_rules()),
-            on_ingested=triggers.after_ingest,
-        )
-        self.watcher = Watcher(s.profiles, self.queue, self.worker.request_scan)
+        supervisor = self.supervisor = Supervisor(s, before_training=self._free_gpu)
+        triggers = Triggers(s, on_queued=supervisor.wake, now=_local_now)
+        with Ledger(s.ledger_path) as ledger:  # creates and migrates
+            self._recover(ledger, triggers, supervisor.release_config())
+        schedules, worker, watcher = self._wire(triggers)
         commands = Commands(self)
         server = ControlServer(
             s.socket_file,
@@ -121,10 +127,10 @@ class Daemon:
             max_connections=s.socket.max_connections,
         )
         await server.start()
-        self.watcher.start()
-        self.worker.start()
-        self.supervisor.start()
-        self.schedules.start()
+        watcher.start()
+        worker.start()
+        supervisor.start()
+        schedules.start()
         self.state = "running"
         self.notifier.ready(f"watching {s.profiles}")
         log.info(
@@ -147,19 +153,58 @@ class Daemon:
             for task in tasks:
                 task.cancel()
             await server.stop()
-            self.schedules.stop()
-            await loop.run_in_executor(
-                None, self.supervisor.stop, self.settings.training.stop_grace_s + 5
-            )
-            self.watcher.stop()
-            self.worker.stop()
-            await loop.run_in_executor(None, self.worker.join, DRAIN_TIMEOUT_S)
+            await self._drain(loop)
             commands.close()
             if self.index is not None:
                 self.index.close()
             self.state = "stopped"
             log.info("personad stopped")
         return 0
+
+    def _wire(self, triggers: Triggers) -> tuple[Schedules, IngestWorker, Watcher]:
+        """The schedules, the index, the ingest worker and the watcher, not yet started."""
+        s = self.settings
+        self.schedules = Schedules(s, triggers)
+        self.index = self._make_index()
+        self.worker = IngestWorker(
+            s,
+            self.queue,
+            self.index,
+            curate=make_curator(load_rules()),
+            on_ingested=triggers.after_ingest,
+        )
+        self.watcher = Watcher(s.profiles, self.queue, self.worker.request_scan)
+        return self.schedules, self.worker, self.watcher
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop the schedules and the jobs, then ingest (the file in hand is finished)."""
+        assert self.schedules is not None and self.supervisor is not None
+        assert self.watcher is not None and self.worker is not None
+        self.schedules.stop()
+        await loop.run_in_executor(
+            None, self.supervisor.stop, self.settings.training.stop_grace_s + 5
+        )
+        self.watcher.stop()
+        self.worker.stop()
+        await loop.run_in_executor(None, self.worker.join, DRAIN_TIMEOUT_S)
+
+    def _recover(self, ledger: Ledger, triggers: Triggers, release: ReleaseConfig) -> None:
+        """At start-up: retry the jobs a stop or crash interrupted, catch up on missed
+        schedules, put the published models back in line with the ledger."""
+        s = self.settings
+        for old, retry in ledger.recover_interrupted(s.training.max_attempts):
+            log.warning(
+                "job interrupted by a stop or crash",
+                job_id=old.id,
+                profile=old.profile,
+                retry=retry.id if retry else None,
+                orphan_killed=kill_orphan(old.pid, old.run_dir),
+            )
+        triggers.catch_up(ledger)
+        try:
+            align_published(ledger, release)
+        except Exception:
+            log.exception("cannot align the published models with the ledger")
 
     def _free_gpu(self) -> None:
         if self.settings.ollama.url:

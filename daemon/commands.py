@@ -5,21 +5,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from daemon.control import CommandError, Handler
+from daemon.runtime import Runtime
+from services.ask import AskConfig, AskError
+from services.ask import ask as answer_question
 from services.ledger import Ledger
+from services.publish import PublishError
+from services.publish.release import rollback
 from services.report import latest_report
-
-if TYPE_CHECKING:
-    from daemon.app import Daemon
 
 T = TypeVar("T")
 
@@ -53,8 +53,8 @@ class Commands:
     """Handlers run blocking work (ledger, index) on a small thread pool; each pool
     thread has its own ledger connection."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(self, runtime: Runtime) -> None:
+        self.rt = runtime
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="control")
         self._local = threading.local()
         self._ledgers: list[Ledger] = []
@@ -87,7 +87,7 @@ class Commands:
     def _ledger(self) -> Ledger:
         ledger = getattr(self._local, "ledger", None)
         if ledger is None:
-            ledger = Ledger(self.d.settings.ledger_path, migrate=False)
+            ledger = Ledger(self.rt.settings.ledger_path, migrate=False)
             self._local.ledger = ledger
             with self._ledgers_lock:
                 self._ledgers.append(ledger)
@@ -102,7 +102,7 @@ class Commands:
             raise CommandError(
                 "unknown_profile",
                 f"no profile {profile!r} (known: {known}); drop memories into "
-                f"{self.d.settings.profiles / profile / 'memory'} to create it",
+                f"{self.rt.settings.profiles / profile / 'memory'} to create it",
             )
 
     # -- commands ---------------------------------------------------------------
@@ -119,7 +119,8 @@ class Commands:
                 self._ledger().active_versions(),
             )
         )
-        d = self.d
+        rt = self.rt
+        s = rt.settings
         profiles: dict[str, Any] = {}
         for name, c in sorted(counts.items()):
             st = stats.get(name, {})
@@ -134,33 +135,26 @@ class Commands:
                 "since_last_training": st.get("since_last_training", 0),
                 "active_version": f"v{active[name]}" if name in active else None,
                 "last_ingest_at": c["last_ingest_at"],
-                "queue": d.queue.depth(name),
+                "queue": rt.queue_depth(name),
                 "paused": name in paused,
-                "latest_report": latest_report(d.settings.state_dir, name),
+                "latest_report": latest_report(s.state_dir, name),
             }
-        worker = d.worker
         return {
             "daemon": {
                 "pid": os.getpid(),
                 "version": package_version(),
-                "uptime_s": round(time.monotonic() - d.started_monotonic, 3),
-                "state": d.state,
+                "uptime_s": round(time.monotonic() - rt.started_monotonic, 3),
+                "state": rt.state,
                 "paused": globally,
-                "state_dir": str(d.settings.state_dir),
-                "profiles_dir": str(d.settings.profiles),
-                "socket": str(d.settings.socket_file),
-                "config_file": str(d.settings.config_file) if d.settings.config_file else None,
-                "ingest": {
-                    "state": worker.state if worker else "stopped",
-                    "queue": d.queue.depth(),
-                    "files_read": worker.files_done if worker else 0,
-                    "scans": worker.scans_done if worker else 0,
-                    "last_error": worker.last_error if worker else None,
-                },
+                "state_dir": str(s.state_dir),
+                "profiles_dir": str(s.profiles),
+                "socket": str(s.socket_file),
+                "config_file": str(s.config_file) if s.config_file else None,
+                "ingest": rt.ingest_state().to_dict(),
             },
             "profiles": profiles,
             "jobs": await self._job_list(active_only=True),
-            "schedules": d.schedules.describe() if d.schedules else [],
+            "schedules": rt.describe_schedules(),
         }
 
     async def search(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -168,7 +162,7 @@ class Commands:
         query = _str_arg(args, "query")
         k = _int_arg(args, "k", 5, 1, 100)
         assert profile is not None and query is not None
-        index = self.d.index
+        index = self.rt.index
         if index is None:
             raise CommandError("unavailable", "the vector index is not available")
 
@@ -202,11 +196,11 @@ class Commands:
         profile = _str_arg(args, "profile")
         assert profile is not None
         await self._run(lambda: self._known_profile(profile))
-        worker = self.d.worker
-        if worker is None or self.d.index is None:
-            raise CommandError("unavailable", "the ingest worker is not running")
         started = time.monotonic()
-        count = await asyncio.wrap_future(worker.request_reindex(profile))
+        requested = self.rt.request_reindex(profile)
+        if requested is None:
+            raise CommandError("unavailable", "the ingest worker is not running")
+        count = await asyncio.wrap_future(requested)
         return {
             "profile": profile,
             "indexed": count,
@@ -217,7 +211,8 @@ class Commands:
     async def _job_list(self, *, active_only: bool, limit: int = 50) -> list[dict[str, Any]]:
         states = ("queued", "running") if active_only else None
         jobs = await self._run(lambda: self._ledger().jobs(states=states, limit=limit))
-        live = self.d.supervisor.running() if self.d.supervisor else {}
+        supervisor = self.rt.supervisor
+        live = supervisor.running() if supervisor else {}
         out = []
         for job in jobs:
             item = job.to_dict()
@@ -253,8 +248,7 @@ class Commands:
             return {"job": job.to_dict(), "created": created}
 
         result = await self._run(enqueue)
-        if self.d.supervisor is not None:
-            self.d.supervisor.wake()
+        self._wake_jobs()
         return result
 
     async def jobs(self, args: dict[str, Any]) -> dict[str, Any]:
@@ -271,7 +265,8 @@ class Commands:
                 raise CommandError("unknown_job", f"no job {job_id}")
             if ledger.cancel_queued(job_id):
                 return {"job": job_id, "state": "cancelled"}
-            if job.state == "running" and self.d.supervisor and self.d.supervisor.cancel(job_id):
+            supervisor = self.rt.supervisor
+            if job.state == "running" and supervisor and supervisor.cancel(job_id):
                 return {"job": job_id, "state": "cancelling"}
             raise CommandError("not_cancellable", f"job {job_id} is {job.state}")
 
@@ -282,9 +277,12 @@ class Commands:
 
     async def resume(self, args: dict[str, Any]) -> dict[str, Any]:
         result = await self._set_paused(args, False)
-        if self.d.supervisor is not None:
-            self.d.supervisor.wake()
+        self._wake_jobs()
         return result
+
+    def _wake_jobs(self) -> None:
+        if self.rt.supervisor is not None:
+            self.rt.supervisor.wake()
 
     async def _set_paused(self, args: dict[str, Any], paused: bool) -> dict[str, Any]:
         profile = _str_arg(args, "profile", required=False)
@@ -308,15 +306,12 @@ class Commands:
         return await self._run(run)
 
     async def rollback(self, args: dict[str, Any]) -> dict[str, Any]:
-        from services.publish import PublishError
-        from services.publish.release import rollback
-
         profile = _str_arg(args, "profile")
         to = args.get("to")
         if to is not None and (isinstance(to, bool) or not isinstance(to, int) or to < 1):
             raise CommandError("bad_args", "'to' must be a version number (1, 2, ...)")
-        assert profile is not None and self.d.supervisor is not None
-        cfg = self.d.supervisor.release_config()
+        assert profile is not None and self.rt.supervisor is not None
+        cfg = self.rt.supervisor.release_config()
 
         def run() -> dict[str, Any]:
             self._known_profile(profile)
@@ -330,62 +325,21 @@ class Commands:
         return await self._run(run)
 
     async def ask(self, args: dict[str, Any]) -> dict[str, Any]:
-        from services.ask import AskError, clean, generate_local, generate_ollama, messages_for
-        from services.ask import model_of as active_model
-        from services.run_prep import renderer_for
-
         profile = _str_arg(args, "profile")
         question = _str_arg(args, "question")
         k = _int_arg(args, "k", 4, 0, 20)
         compare = bool(args.get("compare_base"))
         assert profile is not None and question is not None
-        s = self.d.settings
-        index = self.d.index
+        cfg = AskConfig.from_settings(self.rt.settings)
+        index = self.rt.index
 
         def run() -> dict[str, Any]:
             self._known_profile(profile)
-            hits = index.search(profile, question, k=k) if index is not None and k else []
-            messages = messages_for(profile, question, hits)
-            ledger = self._ledger()
-            active = ledger.active_version(profile)
-            version = next((v for v in ledger.versions(profile) if v["active"]), None)
-            answers: dict[str, Any] = {}
-            targets: list[tuple[str, str, Path | None]] = []
-            model, adapter = active_model(s.state_dir / "models", profile, s.training.base_model)
-            if active is not None:
-                targets.append((f"v{active}", model, adapter))
-            if compare or active is None:
-                targets.append(("base", s.training.base_model, None))
-            for label, spec, adapter_dir in targets:
-                started = time.monotonic()
-                try:
-                    if label != "base" and s.ollama.url and version and version["ollama_model"]:
-                        text = generate_ollama(s.ollama.url, version["ollama_model"], messages)
-                    else:
-                        renderer = renderer_for(s.training.family, spec)
-                        prompt = renderer.render(messages, add_generation_prompt=True)
-                        text = generate_local(
-                            prompt,
-                            spec,
-                            adapter_dir,
-                            cache_dir=s.state_dir / "base-models",
-                            python=s.training.python or sys.executable,
-                        )
-                except AskError as exc:
-                    raise CommandError("ask_failed", str(exc)) from exc
-                answers[label] = {
-                    "text": clean(text),
-                    "model": spec if adapter_dir is None else f"{spec} + {adapter_dir}",
-                    "seconds": round(time.monotonic() - started, 3),
-                }
-            return {
-                "profile": profile,
-                "question": question,
-                "memories": [
-                    {"id": h.id, "score": round(h.score, 4), "text": h.text} for h in hits
-                ],
-                "active_version": f"v{active}" if active else None,
-                "answers": answers,
-            }
+            try:
+                return answer_question(
+                    self._ledger(), index, cfg, profile, question, k=k, compare_base=compare
+                )
+            except AskError as exc:
+                raise CommandError("ask_failed", str(exc)) from exc
 
         return await self._run(run)

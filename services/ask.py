@@ -1,5 +1,8 @@
 """Answering a question as the person: retrieval (RAG) and the profile's active model.
 
+:func:`ask` does it all: the closest memories, then an answer from the active version
+(and from the base model beside it when asked, or alone when nothing is published).
+
 The prompt holds the most relevant memories as a system turn and the question as an
 emulation-mode user turn (``<user>...</user>``), rendered in the model's chat format.
 The model runs in a child process (``python -m services.generation``) so the daemon
@@ -13,13 +16,17 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from services.errors import PersonadError
-from services.index import SearchHit
+from services.index import SearchHit, VectorIndex
+from services.ledger import Ledger
 from services.publish.local import LocalRegistry
+from services.run_prep import renderer_for
+from services.settings import Settings
 
 MAX_MEMORY_CHARS = 400
 # Greedy answers of small models loop on one sentence; no trigram is said twice.
@@ -39,6 +46,110 @@ class Answer:
 
     def to_dict(self) -> dict[str, Any]:
         return {"text": self.text, "model": self.model, "seconds": round(self.seconds, 3)}
+
+
+@dataclass(frozen=True)
+class AskConfig:
+    """Where the models are and how to run them."""
+
+    models_dir: Path  # the local registry
+    cache_dir: Path  # downloaded base models
+    base_model: str
+    family: str | None  # the chat family; None: from the model
+    python: str  # the interpreter that runs ``services.generation``
+    ollama_url: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AskConfig:
+        return cls(
+            models_dir=settings.state_dir / "models",
+            cache_dir=settings.state_dir / "base-models",
+            base_model=settings.training.base_model,
+            family=settings.training.family,
+            python=settings.training.python or sys.executable,
+            ollama_url=settings.ollama.url,
+        )
+
+
+@dataclass(frozen=True)
+class Target:
+    """One model that answers: ``label`` (``v<N>`` or ``base``) names it in the answers;
+    with ``ollama_model`` set it answers from Ollama, else from a local child process."""
+
+    label: str
+    model: str
+    adapter: Path | None = None
+    ollama_model: str | None = None
+
+    def describe(self) -> str:
+        return self.model if self.adapter is None else f"{self.model} + {self.adapter}"
+
+
+def targets(
+    *,
+    active: int | None,
+    serving: tuple[str, Path | None],
+    base_model: str,
+    compare_base: bool,
+    ollama_model: str | None = None,
+) -> list[Target]:
+    """Who answers: the active version (``serving``: its model and adapter, from Ollama
+    when it was published there as ``ollama_model``), and the base model beside it when
+    ``compare_base``, or alone when no version is active."""
+    found: list[Target] = []
+    if active is not None:
+        model, adapter = serving
+        found.append(Target(f"v{active}", model, adapter, ollama_model or None))
+    if compare_base or active is None:
+        found.append(Target("base", base_model))
+    return found
+
+
+def answer(target: Target, messages: list[dict[str, str]], cfg: AskConfig) -> Answer:
+    """``target``'s answer to ``messages``; AskError when it cannot answer."""
+    started = time.monotonic()
+    if target.ollama_model and cfg.ollama_url:
+        text = generate_ollama(cfg.ollama_url, target.ollama_model, messages)
+    else:
+        renderer = renderer_for(cfg.family, target.model)
+        prompt = renderer.render(messages, add_generation_prompt=True)
+        text = generate_local(
+            prompt, target.model, target.adapter, cache_dir=cfg.cache_dir, python=cfg.python
+        )
+    return Answer(clean(text), target.describe(), time.monotonic() - started)
+
+
+def ask(
+    ledger: Ledger,
+    index: VectorIndex | None,
+    cfg: AskConfig,
+    profile: str,
+    question: str,
+    *,
+    k: int,
+    compare_base: bool = False,
+) -> dict[str, Any]:
+    """Answer ``question`` as ``profile``, with its ``k`` closest memories (none without
+    an index): the memories used, the active version and each target's answer. AskError
+    when a model cannot answer."""
+    hits = index.search(profile, question, k=k) if index is not None and k else []
+    messages = messages_for(profile, question, hits)
+    active = ledger.active_version(profile)
+    version = next((v for v in ledger.versions(profile) if v["active"]), None)
+    chosen = targets(
+        active=active,
+        serving=LocalRegistry(cfg.models_dir).serving_model(profile, cfg.base_model),
+        base_model=cfg.base_model,
+        compare_base=compare_base,
+        ollama_model=version["ollama_model"] if cfg.ollama_url and version else None,
+    )
+    return {
+        "profile": profile,
+        "question": question,
+        "memories": [{"id": h.id, "score": round(h.score, 4), "text": h.text} for h in hits],
+        "active_version": f"v{active}" if active else None,
+        "answers": {t.label: answer(t, messages, cfg).to_dict() for t in chosen},
+    }
 
 
 def messages_for(profile: str, question: str, hits: list[SearchHit]) -> list[dict[str, str]]:
@@ -62,18 +173,6 @@ def messages_for(profile: str, question: str, hits: list[SearchHit]) -> list[dic
 def clean(text: str) -> str:
     """The answer without mode tags and surrounding space."""
     return _TAG.sub("", text).strip()
-
-
-def model_of(models_dir: Path, profile: str, base_model: str) -> tuple[str, Path | None]:
-    """(model spec or dir, adapter dir) of the profile's active version; the base model
-    when nothing is published."""
-    active = LocalRegistry(models_dir).active_path(profile)
-    if active is None:
-        return base_model, None
-    if (active / "model" / "config.json").is_file():
-        return str(active / "model"), None
-    base = json.loads((active / "base.json").read_text())["base"]
-    return str(base), active / "adapter"
 
 
 def generate_local(
