@@ -29,15 +29,14 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from services import durable
 from services.training.errors import TrainingConfigError
 from services.training.modelinfo import CATEGORY_DEFAULTS, ModelInfo, probe
 
@@ -73,7 +72,8 @@ class DatasetRequirements(_Strict):
 
 
 class GateSettings(_Strict):
-    """The evaluation gate a candidate passes before it is published (``services.evaluate``)."""
+    """The evaluation gate a candidate passes before it is published
+    (``services.training.gate``)."""
 
     enabled: bool = Field(default=True, description="False: every candidate is published.")
     min_improvement: float = Field(
@@ -176,25 +176,16 @@ class ResolvedConfig:
         }
 
     def write(self, run_dir: Path) -> Path:
-        """Write ``<run_dir>/config.json`` atomically; return its path."""
+        """Write ``<run_dir>/config.json`` atomically (``services.durable``); return its path."""
         run_dir.mkdir(parents=True, exist_ok=True)
-        path = run_dir / CONFIG_FILE
-        fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".config.", suffix=".tmp")
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        return path
+        return durable.write_json(run_dir / CONFIG_FILE, self.to_dict())
 
     @classmethod
     def read(cls, path: Path) -> ResolvedConfig:
         """Load a ``config.json`` written by :meth:`write`."""
         source = str(path)
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
             model = data["model"]
             info = ModelInfo(int(model["params"]), model["source"], model["category"])
             return cls(

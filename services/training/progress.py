@@ -18,12 +18,13 @@ and counted).
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from services.durable import finite
 
 MAX_LINE_BYTES = 64 * 1024
 
@@ -198,17 +199,6 @@ class ProgressParser:
             self.garbage += 1
         else:
             events.append(event)
-
-
-def finite(value: Any) -> Any:
-    """JSON has no NaN or infinity: they become null (a loss of null means it diverged)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(v) for v in value]
-    return value
 
 
 class ProgressWriter:
