@@ -4,17 +4,21 @@ Each line is one object; training uses ``prompt`` (the chat-rendered prompt thro
 generation prompt), ``completion`` (the assistant turn through its end-of-turn tokens),
 ``weight`` (> 0, default 1.0: scales the sample's loss) and ``split`` (``train`` or
 ``eval``, default ``train``). A line with ``text`` but no ``prompt``/``completion`` trains
-on all of ``text``. Other keys are carried along and ignored.
+on all of ``text``. ``mode`` (the cognitive mode) is kept for the evaluation gate's tag
+probe. Other keys are ignored. Lines are read with ``services.jsonl``; :func:`sample_fields`
+validates the fields a training line and an evaluation-set line share.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from services.jsonl import read_objects
 from services.training.config import TrainingConfig
 from services.training.errors import BadInputError
 
@@ -29,32 +33,51 @@ class Record:
     completion: str
     weight: float
     split: str
+    mode: str | None = None  # the cognitive mode, when the line names one
 
 
 def read_dataset(path: Path) -> list[Record]:
     """Every record of the file, validated; :class:`BadInputError` names the line at fault."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError as exc:
-        raise BadInputError(f"dataset not found: {path}") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BadInputError(f"dataset unreadable: {path}: {exc}") from exc
-    records = [_record(line, f"{path}:{n}") for n, line in enumerate(lines, 1) if line.strip()]
+    records = [
+        _record(obj, where)
+        for where, obj in read_objects(path, what="dataset", error=BadInputError)
+    ]
     if not records:
         raise BadInputError(f"dataset is empty: {path}")
     return records
 
 
-def _record(line: str, where: str) -> Record:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise BadInputError(f"{where}: not JSON: {exc.msg}") from exc
-    if not isinstance(obj, dict):
-        raise BadInputError(f"{where}: not a JSON object")
+def _record(obj: dict[str, Any], where: str) -> Record:
+    prompt, completion, weight = sample_fields(obj, where)
+    split = obj.get("split", "train")
+    if split not in SPLITS:
+        raise BadInputError(f"{where}: 'split' must be 'train' or 'eval', not {split!r}")
+    mode = obj.get("mode")
+    return Record(
+        str(obj.get("id", where)),
+        prompt,
+        completion,
+        weight,
+        split,
+        mode if isinstance(mode, str) else None,
+    )
+
+
+def sample_fields(
+    obj: dict[str, Any], where: str, otherwise: Callable[[], tuple[str, str]] | None = None
+) -> tuple[str, str, float]:
+    """(prompt, completion, weight) of one line: ``prompt`` and ``completion``, or ``text``
+    (all of it the completion), or, for a line with none of them, what ``otherwise()`` makes
+    of it (the evaluation gate renders ``messages``); ``weight`` a positive number, 1.0 when
+    absent. :class:`BadInputError` names ``where``. Serves the training dataset and the
+    gate's evaluation sets alike."""
     prompt, completion = obj.get("prompt"), obj.get("completion")
     if prompt is None and completion is None:
-        prompt, completion = "", obj.get("text")
+        text = obj.get("text")
+        if otherwise is not None and not isinstance(text, str):
+            prompt, completion = otherwise()
+        else:
+            prompt, completion = "", text
     if not isinstance(prompt, str) or not isinstance(completion, str):
         raise BadInputError(f"{where}: 'prompt' and 'completion' (or 'text') must be strings")
     if not completion.strip():
@@ -64,10 +87,7 @@ def _record(line: str, where: str) -> Record:
         raise BadInputError(f"{where}: 'weight' must be a number")
     if weight <= 0:
         raise BadInputError(f"{where}: 'weight' must be positive, not {weight}")
-    split = obj.get("split", "train")
-    if split not in SPLITS:
-        raise BadInputError(f"{where}: 'split' must be 'train' or 'eval', not {split!r}")
-    return Record(str(obj.get("id", where)), prompt, completion, float(weight), split)
+    return prompt, completion, float(weight)
 
 
 def split_records(
