@@ -150,7 +150,7 @@ def run_baseline(
 
     from services.training.batching import collate, encode
     from services.training.dataset_reader import Record
-    from services.training.recipe import TokenLoss, evaluate
+    from services.training.loss import TokenLoss, eval_loss
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     as_records = [
@@ -216,7 +216,7 @@ def run_baseline(
         for j in range(0, len(order), batch)
     ]
     base = model.get_base_model()
-    eval_loss = evaluate(
+    loss = eval_loss(
         model, TokenLoss(model, base), eval_batches, torch.device("cpu"), contextlib.nullcontext
     )
     return {
@@ -226,7 +226,7 @@ def run_baseline(
         "train_tokens": counts["tokens"],
         "padding_share": 1 - counts["tokens"] / counts["slots"],
         "steps": result.global_step,
-        "eval_loss": eval_loss,
+        "eval_loss": loss,
     }
 
 

@@ -1,13 +1,13 @@
-"""Loading a trained model for inference and generating text with it.
+"""``python -m services.generation``: one answer of a model, for ``personad ask``.
 
-Runs in a child process (the training child's evaluation step, or
-``python -m services.generation`` for ``personad ask``): torch, transformers and peft are
-imported inside the functions, so importing this module stays light.
+Runs in a child process so that the daemon never imports torch; the loading and the
+generation are ``services.training.inference``'s.
 
 Command line::
 
     python -m services.generation --model SPEC_OR_DIR [--adapter DIR] --cache-dir DIR
-        --prompt-file FILE [--max-new-tokens N] [--temperature T] [--device cpu|cuda|auto]
+        --prompt-file FILE [--max-new-tokens N] [--temperature T] [--no-repeat-ngram N]
+        [--device cpu|cuda|auto]
 
 ``--model`` is a base model spec (see ``services.training.base_model``: ``embedded:smollm2``,
 a ``.gguf`` file, a hub id in the local cache) or a full model directory; ``--adapter`` a
@@ -20,169 +20,17 @@ a model that cannot be found) or 1 (anything else). Everything else goes to stde
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from services.training.base_model import resolve_base_model
 from services.training.command import ExitCode
 from services.training.errors import BadInputError
-
-log = structlog.get_logger(__name__)
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-
-
-def _has_tokenizer(path: Path) -> bool:
-    return any((path / name).is_file() for name in TOKENIZER_FILES)
-
-
-def pick_dtype(dtype: str, device: Any) -> Any:
-    """``auto``: float32 on a CPU (exact), bfloat16 on a GPU that supports it."""
-    import torch
-
-    if dtype == "auto":
-        cuda = device.type == "cuda"
-        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-            dtype
-        ]
-    except KeyError:
-        raise BadInputError(f"unknown dtype {dtype!r} (float32, bfloat16, float16, auto)") from None
-
-
-def load_for_inference(
-    model: str | Path,
-    *,
-    adapter: Path | None = None,
-    cache_dir: Path,
-    device: str = "cpu",
-    dtype: str = "auto",
-) -> tuple[Any, Any]:
-    """(model in eval mode, tokenizer) for ``model`` (a base spec or a full model directory),
-    with the LoRA adapter at ``adapter`` applied when given. The tokenizer is the adapter's
-    when it has one (training saves it there), else the model's. :class:`BadInputError`
-    when either cannot be found or used."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from services.training.recipe import pick_device
-
-    spec = str(model)
-    path = Path(spec).expanduser()
-    if (
-        path.is_dir()
-        and (path / "adapter_config.json").is_file()
-        and not (path / "config.json").is_file()
-    ):
-        raise BadInputError(
-            f"{spec} is a LoRA adapter, not a model: pass it as the adapter and its base as "
-            "the model"
-        )
-    model_dir = resolve_base_model(spec, cache_dir)
-    torch_device = pick_device(device)
-    loaded: Any = AutoModelForCausalLM.from_pretrained(
-        model_dir, dtype=pick_dtype(dtype, torch_device)
-    )
-    tokenizer_dir = model_dir
-    if adapter is not None:
-        loaded = apply_adapter(loaded, adapter)
-        if _has_tokenizer(adapter):
-            tokenizer_dir = adapter
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    loaded.to(torch_device)
-    loaded.eval()
-    log.info("model loaded", model=str(model_dir), adapter=str(adapter) if adapter else None)
-    return loaded, tokenizer
-
-
-def apply_adapter(model: Any, adapter: Path) -> Any:
-    """``model`` with the LoRA adapter at ``adapter`` (a peft model, in eval mode)."""
-    from peft import PeftModel
-
-    if not (Path(adapter) / "adapter_config.json").is_file():
-        raise BadInputError(f"{adapter}: not a LoRA adapter (no adapter_config.json)")
-    return PeftModel.from_pretrained(model, adapter).eval()
-
-
-def default_stops(tokenizer: Any) -> list[str]:
-    """The eos token and the stop tokens of the model's family schema (``etc/schemas``),
-    the family told by the tokenizer's chat template and name; just eos when unknown."""
-    from services.schemas import SchemaError, load_schema
-    from services.schemas.detect import family_of
-    from services.schemas.model_files import ModelInfo
-
-    stops = [tokenizer.eos_token] if tokenizer.eos_token else []
-    name = str(getattr(tokenizer, "name_or_path", "") or "")
-    info = ModelInfo(
-        path=Path(name or "."),
-        chat_template=tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None,
-        names=(name, Path(name).name) if name else (),
-    )
-    with contextlib.suppress(SchemaError):
-        stops += load_schema(family_of(info)).stop
-    return list(dict.fromkeys(s for s in stops if s))
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    """``text`` up to the first stop string it contains."""
-    ends = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return text[: min(ends)] if ends else text
-
-
-def generate(
-    model: Any,
-    tokenizer: Any,
-    prompt_text: str,
-    max_new_tokens: int = 64,
-    temperature: float = 0.0,
-    stop: Sequence[str] | None = None,
-    no_repeat_ngram: int = 0,
-) -> str:
-    """The text ``model`` writes after ``prompt_text`` (already chat-rendered through the
-    generation prompt; tokenized without added special tokens): greedy at temperature 0,
-    sampled above; it ends at eos or a stop string (``default_stops`` when None), which is
-    not included. ``no_repeat_ngram`` > 0 forbids repeating any n-gram of that size (small
-    models otherwise loop on one sentence)."""
-    import torch
-
-    stops = default_stops(tokenizer) if stop is None else list(stop)
-    if max_new_tokens <= 0:
-        return ""
-    ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    if not ids:
-        ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 0]
-    device = next(model.parameters()).device
-    input_ids = torch.tensor([ids], device=device)
-    stop_ids = [tokenizer.convert_tokens_to_ids(s) for s in stops if s in tokenizer.get_vocab()]
-    if tokenizer.eos_token_id is not None:
-        stop_ids.append(tokenizer.eos_token_id)
-    multi = [s for s in stops if s not in tokenizer.get_vocab()]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop_ids or [0])[0]
-    kwargs: dict[str, Any] = {
-        "max_new_tokens": max_new_tokens,
-        "eos_token_id": sorted(set(stop_ids)) or None,
-        "pad_token_id": pad,
-        "attention_mask": torch.ones_like(input_ids),
-    }
-    if temperature > 0:
-        kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
-    else:
-        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    if no_repeat_ngram > 0:
-        kwargs["no_repeat_ngram_size"] = no_repeat_ngram
-    if multi:
-        kwargs.update(stop_strings=multi, tokenizer=tokenizer)
-    with torch.no_grad():
-        out = model.generate(input_ids=input_ids, **kwargs)
-    text: str = tokenizer.decode(out[0, len(ids) :].tolist(), skip_special_tokens=False)
-    return cut_at_stop(text, stops)
+from services.training.inference import generate, load_for_inference
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -24,7 +24,11 @@
                  active one: a base spec or a full model directory; ``--reference-adapter``
                  a LoRA adapter on it. Default: the base model the run trained from.
 
-After training, the evaluation gate (``services.evaluate``; config ``gate``) judges the
+The child runs as a recipe: parse the arguments, read and validate the dataset, resolve
+the configuration, then :class:`services.training.recipe.FineTuneRecipe`'s ``setup()`` and
+``train()``, the gate, ``cleanup()``, and the exit code.
+
+After training, the evaluation gate (``services.training.gate``; config ``gate``) judges the
 artifact: its verdict is the ``done`` event's ``metrics["gate"]``
 (``{"passed": bool, "reason": str, ...}``), also written to ``eval.json`` and to
 ``run-summary.json``'s ``"gate"`` key. A rejected candidate still exits 0: the daemon
@@ -44,7 +48,7 @@ import sys
 import traceback
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import structlog
 
@@ -52,9 +56,12 @@ from services.shipped import etc_dir
 from services.training.base_model import locate, resolve_base_model
 from services.training.command import ExitCode
 from services.training.config import CONFIG_FILE, ResolvedConfig, resolve_config
-from services.training.dataset_reader import DATASET_FILE, read_dataset, select
+from services.training.dataset_reader import DATASET_FILE, Selection, read_dataset, select
 from services.training.errors import BadInputError, TrainingConfigError
 from services.training.progress import ProgressWriter
+
+if TYPE_CHECKING:
+    from services.training.recipe import FineTuneRecipe
 
 SHIPPED_ETC = etc_dir()
 log = structlog.get_logger("services.training")
@@ -158,60 +165,84 @@ def _is_oom(exc: BaseException) -> bool:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    args.run_dir.mkdir(parents=True, exist_ok=True)
+def _progress(args: argparse.Namespace) -> ProgressWriter:
     fd = args.progress_fd
     if fd == 1:  # keep the protocol stream clean: anything else printed goes to stderr
         fd = os.dup(1)
         os.dup2(2, 1)
-    progress = ProgressWriter(args.run_dir / "progress.jsonl", fd)
+    return ProgressWriter(args.run_dir / "progress.jsonl", fd)
+
+
+def _gate(
+    args: argparse.Namespace,
+    recipe: FineTuneRecipe,
+    artifact: Path,
+    resolved: ResolvedConfig,
+    selection: Selection,
+) -> dict[str, Any]:
+    from services.training.gate import evaluate_candidate
+
+    return evaluate_candidate(
+        run_dir=args.run_dir,
+        kind=args.kind,
+        base_dir=recipe.base_dir,
+        artifact=artifact,
+        resolved=resolved,
+        selection=selection,
+        cache_dir=args.cache_dir,
+        reference_model=args.reference_model,
+        reference_adapter=args.reference_adapter,
+        device=args.device,
+    )
+
+
+def _run(args: argparse.Namespace, progress: ProgressWriter) -> None:
+    """Dataset, configuration, the recipe's setup and training, the gate, the ``done``
+    event. torch is first imported after the dataset and the configuration are checked."""
+    records = read_dataset(args.run_dir / DATASET_FILE)
+    resolved = _resolved(args, len(records))
+    selection = select(records, resolved.config)
+    _check_reference(args.reference_model, args.reference_adapter)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from services.training.recipe import FineTuneRecipe
+
+    recipe = FineTuneRecipe(
+        run_dir=args.run_dir,
+        kind=args.kind,
+        base_dir=resolve_base_model(args.base, args.cache_dir),
+        resolved=resolved,
+        selection=selection,
+        device_name=args.device,
+        merge=args.merge,
+        progress=progress,
+    )
+    try:
+        recipe.setup()
+        artifact, metrics = recipe.train()
+        metrics["gate"] = _gate(args, recipe, artifact, resolved, selection)
+    finally:
+        recipe.cleanup()
+    progress.emit("done", metrics=metrics, artifact=str(artifact))
+    log.info(
+        "done",
+        artifact=str(artifact),
+        eval_loss=metrics["eval_loss"],
+        gate=metrics["gate"]["passed"],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    progress = _progress(args)
     log_file = _setup_logging(args.run_dir)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        records = read_dataset(args.run_dir / DATASET_FILE)
-        resolved = _resolved(args, len(records))
-        selection = select(records, resolved.config)
-        _check_reference(args.reference_model, args.reference_adapter)
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        from services.training.recipe import train
-
-        base_dir = resolve_base_model(args.base, args.cache_dir)
-        artifact, metrics = train(
-            run_dir=args.run_dir,
-            kind=args.kind,
-            base_dir=base_dir,
-            resolved=resolved,
-            selection=selection,
-            device_name=args.device,
-            merge=args.merge,
-            progress=progress,
-        )
-        from services.evaluate import evaluate_candidate
-
-        metrics["gate"] = evaluate_candidate(
-            run_dir=args.run_dir,
-            kind=args.kind,
-            base_dir=base_dir,
-            artifact=artifact,
-            resolved=resolved,
-            selection=selection,
-            cache_dir=args.cache_dir,
-            reference_model=args.reference_model,
-            reference_adapter=args.reference_adapter,
-            device=args.device,
-        )
-        progress.emit("done", metrics=metrics, artifact=str(artifact))
-        log.info(
-            "done",
-            artifact=str(artifact),
-            eval_loss=metrics["eval_loss"],
-            gate=metrics["gate"]["passed"],
-        )
+        _run(args, progress)
         code, message = ExitCode.OK, ""
     except (BadInputError, TrainingConfigError) as exc:
         code, message = ExitCode.BAD_INPUT, str(exc)

@@ -1,18 +1,24 @@
 """The training recipe (training child only): LoRA or full fine-tune of a causal LM.
 
+:class:`FineTuneRecipe` runs one run's training in the order the child calls it:
+:meth:`~FineTuneRecipe.setup` (seed, device and precision, tokenizer and examples, model,
+step plan, optimizer and learning rate schedule; the ``start`` event),
+:meth:`~FineTuneRecipe.train` (the optimizer steps with their evaluations and checkpoints,
+then the artifact and the ``done`` metrics), :meth:`~FineTuneRecipe.cleanup`.
+
 A plain loop, chosen over ``transformers.Trainer`` for throughput and a small surface:
 
 - loss only on completion tokens, each token's loss scaled by its sample's weight and
   summed over the optimizer step's target tokens (so weights change how much a sample
   counts); logits are computed only at target positions (no vocabulary-wide logits for
-  prompt or padding tokens);
+  prompt or padding tokens; see ``loss``);
 - each optimizer step takes ``batch_size * gradient_accumulation_steps`` random samples and
   runs them longest first in forward passes of at most ``micro_batch_tokens`` padded
   tokens, without an attention mask (on a CPU one sample per pass: no padding), or packed
-  (see ``batching``);
+  (see ``plan`` and ``batching``);
 - eval loss of the untrained model (step 0), at ``eval_steps`` and at each checkpoint, and
   at the end; checkpoints under ``checkpoints/step-N/`` every ``save_steps`` (at most
-  ``save_total_limit``, the best by eval loss always kept);
+  ``save_total_limit``, the best by eval loss always kept; see ``checkpoints``);
 - the artifact is the best state by eval loss: ``adapter/`` (LoRA, peft safetensors) or
   ``model/`` (full, safetensors), each with the tokenizer; ``--merge`` also writes the
   adapter merged into the base under ``model/``.
@@ -26,206 +32,29 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import math
-import os
 import random
-import shutil
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 import torch
-import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from services.training.batching import (
-    IGNORE,
-    Batch,
-    Example,
-    collate,
-    collate_packed,
-    encode,
-    packed_rows,
-    plan_steps,
-    split_step,
-)
+from services.training.batching import Batch, Example, collate, encode
+from services.training.checkpoints import Checkpoints, write_artifact
 from services.training.config import ResolvedConfig, TrainingConfig
 from services.training.dataset_reader import Selection
-from services.training.errors import BadInputError
+from services.training.inference import pick_device
+from services.training.loss import TokenLoss, eval_loss, packing_works
+from services.training.plan import Plan, lr_lambda
 from services.training.progress import ProgressWriter
 
 log = structlog.get_logger(__name__)
 
-# Config attributes of models whose logits are more than ``lm_head(hidden)``.
-LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling")
 VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise BadInputError("--device cuda: no CUDA device is available")
-    return torch.device(name)
-
-
-class TokenLoss:
-    """Cross-entropy at every target position: (losses, weights), both 1-D."""
-
-    def __init__(self, model: torch.nn.Module, base: Any):
-        self.model = model
-        self.decoder = base.get_decoder()
-        self.head = base.get_output_embeddings()
-        config = base.config.get_text_config()
-        self.fast = (
-            self.decoder is not base
-            and self.head is not None
-            and not any(getattr(config, k, None) for k in LOGIT_TRANSFORMS)
-        )
-
-    def __call__(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        targets = batch.labels[:, 1:]
-        keep = targets != IGNORE
-        if self.fast:
-            hidden = self.decoder(
-                input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False
-            ).last_hidden_state
-            logits = self.head(hidden[:, :-1][keep])
-        else:
-            out = self.model(
-                input_ids=batch.input_ids, position_ids=batch.position_ids, use_cache=False
-            )
-            logits = out.logits[:, :-1][keep]
-        losses = F.cross_entropy(logits.float(), targets[keep], reduction="none")
-        return losses, batch.weights[:, 1:][keep]
-
-
-def lr_lambda(scheduler: str, warmup: int, total: int) -> Callable[[int], float]:
-    """The learning rate factor of step ``s`` (0-based): linear warm-up, then the schedule."""
-
-    def factor(s: int) -> float:
-        if s < warmup:
-            return (s + 1) / (warmup + 1)
-        progress = (s - warmup) / max(1, total - warmup)
-        if scheduler == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * progress))
-        if scheduler == "linear":
-            return max(0.0, 1 - progress)
-        return 1.0
-
-    return factor
-
-
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module,
-    loss: TokenLoss,
-    batches: list[Batch],
-    device: torch.device,
-    autocast: Callable[[], contextlib.AbstractContextManager[Any]],
-) -> float | None:
-    """Mean cross-entropy per completion token (unweighted); None without eval data."""
-    if not batches:
-        return None
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for batch in batches:
-        with autocast():
-            losses, _ = loss(batch.to(device))
-        total += float(losses.sum())
-        count += losses.numel()
-    model.train(was_training)
-    return total / max(count, 1)
-
-
-def packing_works(loss: TokenLoss, examples: list[Example], device: torch.device) -> bool:
-    """Whether the model keeps packed samples apart: the token losses of two samples packed
-    into one row must equal their losses computed apart (the packed row masks the second
-    sample's first token, which has no context within its sample, so the counts match)."""
-    pair = [Example(e.input_ids[:32], 0, 1.0) for e in examples[:2]]
-    if len(pair) < 2:
-        return False
-    was_training = loss.model.training
-    loss.model.eval()
-    with torch.no_grad():
-        apart = torch.cat([loss(collate([e], 0).to(device))[0] for e in pair])
-        packed = loss(collate_packed([pair], 0).to(device))[0]
-    loss.model.train(was_training)
-    return packed.shape == apart.shape and torch.allclose(packed, apart, atol=1e-4)
-
-
-@dataclass
-class Plan:
-    """The optimizer steps of each epoch, each step a list of micro-batches (see ``batching``):
-    lists of example indices, or with packing lists of rows of example indices."""
-
-    examples: list[Example]
-    cfg: TrainingConfig
-    packing: bool
-    budget: int  # padded tokens per micro-batch
-
-    @property
-    def per_step(self) -> int:
-        return self.cfg.batch_size * self.cfg.gradient_accumulation_steps
-
-    def total_steps(self) -> int:
-        if self.cfg.max_steps is not None:
-            return self.cfg.max_steps
-        return self.cfg.num_epochs * -(-len(self.examples) // self.per_step)
-
-    def steps(self) -> Iterator[tuple[int, list[Any]]]:
-        lengths = [len(e) for e in self.examples]
-        for epoch in itertools.count():
-            rng = random.Random(self.cfg.seed + epoch)
-            for step in plan_steps(len(lengths), self.per_step, rng):
-                yield epoch, self._split(step, lengths)
-
-    def _split(self, step: list[int], lengths: list[int]) -> list[Any]:
-        if not self.packing:
-            return split_step(step, lengths, self.budget)
-        step_lengths = [lengths[i] for i in step]
-        rows = [
-            [step[j] for j in row] for row in packed_rows(step_lengths, self.cfg.max_seq_length)
-        ]
-        row_lengths = [sum(lengths[i] for i in row) for row in rows]
-        groups = split_step(range(len(rows)), row_lengths, self.budget)
-        return [[rows[r] for r in group] for group in groups]
-
-    def collate(self, group: Any, pad_id: int) -> Batch:
-        if self.packing:
-            return collate_packed([[self.examples[i] for i in row] for row in group], pad_id)
-        return collate([self.examples[i] for i in group], pad_id)
-
-
-class Checkpoints:
-    """``checkpoints/step-N/`` directories, at most ``limit``, the best by eval loss kept.
-    Checkpoints an earlier attempt left in the run directory are removed first."""
-
-    def __init__(self, root: Path, limit: int):
-        shutil.rmtree(root, ignore_errors=True)
-        self.root = root
-        self.limit = limit
-        self.saved: list[tuple[int, Path, float | None]] = []
-
-    def best(self) -> tuple[int, Path, float | None] | None:
-        scored = [c for c in self.saved if c[2] is not None]
-        return min(scored, key=lambda c: (c[2], -c[0])) if scored else None
-
-    def save(self, model: Any, step: int, eval_loss: float | None) -> Path:
-        path = self.root / f"step-{step}"
-        model.save_pretrained(path)
-        self.saved.append((step, path, eval_loss))
-        best = self.best()
-        while len(self.saved) > self.limit:
-            victim = next(c for c in self.saved if c is not best)
-            shutil.rmtree(victim[1], ignore_errors=True)
-            self.saved.remove(victim)
-        return path
 
 
 def load_model(
@@ -258,213 +87,357 @@ def load_model(
     return model, base
 
 
-def write_artifact(
-    run_dir: Path, kind: str, model: Any, tokenizer: Any, checkpoint: Path | None
-) -> Path:
-    """``adapter/`` or ``model/`` with the tokenizer: a copy of ``checkpoint`` when given,
-    else the model's current state. Written beside, then renamed into place."""
-    artifact = run_dir / ("adapter" if kind == "lora" else "model")
-    tmp = run_dir / f".{artifact.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    if checkpoint is not None:
-        shutil.copytree(checkpoint, tmp)
-    else:
-        model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    shutil.rmtree(artifact, ignore_errors=True)
-    os.rename(tmp, artifact)
-    return artifact
+def _lower(a: float | None, b: float | None) -> bool:
+    """Whether both losses are known and ``a`` is the lower."""
+    return a is not None and b is not None and a < b
 
 
-def train(
-    *,
-    run_dir: Path,
-    kind: str,
-    base_dir: Path,
-    resolved: ResolvedConfig,
-    selection: Selection,
-    device_name: str,
-    merge: bool,
-    progress: ProgressWriter,
-) -> tuple[Path, dict[str, Any]]:
-    """Train, write the artifact, emit progress events; return the artifact's path and the
-    ``done`` metrics."""
-    cfg = resolved.config
-    started = time.perf_counter()
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    device = pick_device(device_name)
-    cuda = device.type == "cuda"
-    bf16 = cfg.bf16 if isinstance(cfg.bf16, bool) else cuda and torch.cuda.is_bf16_supported()
-    checkpointing = (
-        cfg.gradient_checkpointing
-        if isinstance(cfg.gradient_checkpointing, bool)
-        else cuda and resolved.model.category not in ("tiny", "small")
-    )
+@dataclass
+class Tally:
+    """Where the loop stands: the step, its epoch and loss, and the counts behind the
+    throughput metrics (tokens, padded slots, seconds spent in steps)."""
 
-    warnings = list(selection.warnings)
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    pad_id = tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
-    train_examples, truncated = encode(selection.train, tokenizer, cfg.max_seq_length)
-    eval_examples, eval_truncated = encode(selection.eval, tokenizer, cfg.max_seq_length)
+    step: int = 0
+    epoch: int = 0
+    loss: float = math.nan
+    tokens: int = 0
+    slots: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
-    dtype = torch.bfloat16 if bf16 and cuda and kind == "lora" else torch.float32
-    model, base = load_model(base_dir, kind, cfg, device, dtype, checkpointing)
-    model.train()
-    loss_fn = TokenLoss(model, base)
 
-    if cfg.packing is True or (
-        cfg.packing == "auto" and base.config._attn_implementation in VARLEN_ATTENTION
+class FineTuneRecipe:
+    """One run's fine-tune: :meth:`setup`, :meth:`train`, :meth:`cleanup` (see the module
+    docstring). Progress events go to ``progress``."""
+
+    device: torch.device
+    bf16: bool
+    checkpointing: bool
+    tokenizer: Any
+    pad_id: int
+    train_examples: list[Example]
+    eval_examples: list[Example]
+    eval_batches: list[Batch]
+    truncated: int
+    packing: bool
+    plan: Plan
+    total: int
+    params: list[torch.nn.Parameter]
+    checkpoints: Checkpoints
+
+    def __init__(
+        self,
+        *,
+        run_dir: Path,
+        kind: str,
+        base_dir: Path,
+        resolved: ResolvedConfig,
+        selection: Selection,
+        device_name: str,
+        merge: bool,
+        progress: ProgressWriter,
     ):
-        packing = packing_works(loss_fn, train_examples, device)
-        if not packing:
-            warnings.append("packing asked for but this model mixes packed samples: not packed")
-    else:
-        packing = False
+        self.run_dir = run_dir
+        self.kind = kind
+        self.base_dir = base_dir
+        self.resolved = resolved
+        self.cfg = resolved.config
+        self.selection = selection
+        self.device_name = device_name
+        self.merge = merge
+        self.progress = progress
+        self.warnings = list(selection.warnings)
+        self.tally = Tally()
+        self.started = time.perf_counter()
+        self.model: Any = None
+        self.base: Any = None
+        self.loss_fn: TokenLoss | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
-    def autocast() -> contextlib.AbstractContextManager[Any]:
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    # -- setup ---------------------------------------------------------------------------
 
-    if isinstance(cfg.micro_batch_tokens, int):
-        budget = cfg.micro_batch_tokens
-    else:  # a CPU runs fastest one sample per pass: no padding at all
-        budget = cfg.batch_size * cfg.max_seq_length if cuda else 1
-    plan = Plan(train_examples, cfg, packing, budget)
-    total = plan.total_steps()
-    order = sorted(range(len(eval_examples)), key=lambda i: len(eval_examples[i]))
-    eval_batches = [
-        collate([eval_examples[i] for i in order[j : j + cfg.batch_size]], pad_id)
-        for j in range(0, len(order), cfg.batch_size)
-    ]
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ],
-        lr=cfg.learning_rate,
-    )
-    warmup = math.ceil(cfg.warmup_ratio * total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(cfg.lr_scheduler, warmup, total)
-    )
+    def setup(self) -> None:
+        """Everything the loop needs, then the ``start`` event."""
+        self.started = time.perf_counter()
+        random.seed(self.cfg.seed)
+        torch.manual_seed(self.cfg.seed)
+        self._setup_device()
+        self._setup_data()
+        self._setup_model()
+        self._setup_plan()
+        self._setup_optimizer()
+        self._emit_start()
 
-    strategy = "packed" if packing else "length-sorted"
-    progress.emit(
-        "start",
-        total_steps=total,
-        kind=kind,
-        n_train=len(train_examples),
-        n_eval=len(eval_examples),
-        device=device.type,
-        bf16=bf16,
-        gradient_checkpointing=checkpointing,
-        strategy=strategy,
-        micro_batch_tokens=budget,
-        trainable_params=sum(p.numel() for p in params),
-        total_params=sum(p.numel() for p in model.parameters()),
-        truncated=truncated + eval_truncated,
-    )
-    log.info("training", kind=kind, steps=total, train=len(train_examples), strategy=strategy)
+    def _setup_device(self) -> None:
+        cfg = self.cfg
+        self.device = pick_device(self.device_name)
+        cuda = self.device.type == "cuda"
+        self.bf16 = (
+            cfg.bf16 if isinstance(cfg.bf16, bool) else cuda and torch.cuda.is_bf16_supported()
+        )
+        self.checkpointing = (
+            cfg.gradient_checkpointing
+            if isinstance(cfg.gradient_checkpointing, bool)
+            else cuda and self.resolved.model.category not in ("tiny", "small")
+        )
 
-    def run_eval(step: int) -> float | None:
-        value = evaluate(model, loss_fn, eval_batches, device, autocast)
-        if value is not None:
-            progress.emit("eval", step=step, eval_loss=value)
-            log.info("eval", step=step, eval_loss=round(value, 4))
-        return value
+    def _setup_data(self) -> None:
+        """The tokenizer, the tokenized train and eval examples, the eval batches (shortest
+        first, ``batch_size`` each)."""
+        cfg = self.cfg
+        self.tokenizer = tokenizer = AutoTokenizer.from_pretrained(self.base_dir)
+        pad_id = tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+        self.pad_id = pad_id
+        train, truncated = encode(self.selection.train, tokenizer, cfg.max_seq_length)
+        held, eval_truncated = encode(self.selection.eval, tokenizer, cfg.max_seq_length)
+        self.train_examples, self.eval_examples = train, held
+        self.truncated = truncated + eval_truncated
+        order = sorted(range(len(held)), key=lambda i: len(held[i]))
+        self.eval_batches = [
+            collate([held[i] for i in order[j : j + cfg.batch_size]], pad_id)
+            for j in range(0, len(order), cfg.batch_size)
+        ]
 
-    initial_eval = run_eval(0)
-    checkpoints = Checkpoints(run_dir / "checkpoints", cfg.save_total_limit)
-    tokens = slots = 0
-    train_seconds = train_cpu_seconds = 0.0
-    step, loss_value, epoch = 0, float("nan"), 0
-    steps = plan.steps()
-    while step < total:
-        epoch, group = next(steps)
+    def _setup_model(self) -> None:
+        """The model (bf16 weights only for LoRA on CUDA), its loss, and whether to pack."""
+        lowered = self.bf16 and self.device.type == "cuda" and self.kind == "lora"
+        dtype = torch.bfloat16 if lowered else torch.float32
+        self.model, self.base = load_model(
+            self.base_dir, self.kind, self.cfg, self.device, dtype, self.checkpointing
+        )
+        self.model.train()
+        self.loss_fn = TokenLoss(self.model, self.base)
+        packing = self.cfg.packing
+        if packing is True or (
+            packing == "auto" and self.base.config._attn_implementation in VARLEN_ATTENTION
+        ):
+            self.packing = packing_works(self.loss_fn, self.train_examples, self.device)
+            if not self.packing:
+                self.warnings.append(
+                    "packing asked for but this model mixes packed samples: not packed"
+                )
+        else:
+            self.packing = False
+
+    def _setup_plan(self) -> None:
+        cfg = self.cfg
+        if isinstance(cfg.micro_batch_tokens, int):
+            budget = cfg.micro_batch_tokens
+        elif self.device.type == "cuda":
+            budget = cfg.batch_size * cfg.max_seq_length
+        else:  # a CPU runs fastest one sample per pass: no padding at all
+            budget = 1
+        self.plan = Plan(self.train_examples, cfg, self.packing, budget)
+        self.total = self.plan.total_steps()
+
+    def _setup_optimizer(self) -> None:
+        """AdamW (no weight decay on biases and norms) and the warm-up + schedule."""
+        cfg = self.cfg
+        self.params = params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+                {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+            ],
+            lr=cfg.learning_rate,
+        )
+        warmup = math.ceil(cfg.warmup_ratio * self.total)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(cfg.lr_scheduler, warmup, self.total)
+        )
+
+    @property
+    def strategy(self) -> str:
+        return "packed" if self.packing else "length-sorted"
+
+    def _emit_start(self) -> None:
+        self.progress.emit(
+            "start",
+            total_steps=self.total,
+            kind=self.kind,
+            n_train=len(self.train_examples),
+            n_eval=len(self.eval_examples),
+            device=self.device.type,
+            bf16=self.bf16,
+            gradient_checkpointing=self.checkpointing,
+            strategy=self.strategy,
+            micro_batch_tokens=self.plan.budget,
+            trainable_params=sum(p.numel() for p in self.params),
+            total_params=sum(p.numel() for p in self.model.parameters()),
+            truncated=self.truncated,
+        )
+        log.info(
+            "training",
+            kind=self.kind,
+            steps=self.total,
+            train=len(self.train_examples),
+            strategy=self.strategy,
+        )
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    # -- training ------------------------------------------------------------------------
+
+    def train(self) -> tuple[Path, dict[str, Any]]:
+        """The optimizer steps (evaluations and checkpoints on the way), the final
+        evaluation, the artifact; the model is released before the LoRA merge (when asked
+        for). Returns the artifact's path and the ``done`` metrics."""
+        initial_eval = self.evaluate(0)
+        self.checkpoints = Checkpoints(self.run_dir / "checkpoints", self.cfg.save_total_limit)
+        steps = self.plan.steps()
+        while self.tally.step < self.total:
+            epoch, group = next(steps)
+            self._train_step(epoch, group)
+            if self.tally.step == self.total:
+                break
+            self._between_steps(self.tally.step)
+        final_eval = self.evaluate(self.tally.step)
+        artifact, best_step, best_eval = self.save_artifact(final_eval)
+        metrics = self._metrics(initial_eval, final_eval, best_step, best_eval)
+        self._release()
+        if self.kind == "lora" and (self.merge or self.cfg.merge_lora):
+            from services.training.merge import merge_adapter
+
+            merged = merge_adapter(self.base_dir, artifact, self.run_dir / "model")
+            metrics["merged"] = str(merged)
+        metrics["total_seconds"] = time.perf_counter() - self.started
+        return artifact, metrics
+
+    def _train_step(self, epoch: int, group: list[Any]) -> None:
+        """One optimizer step over the micro-batches of ``group``; the ``step`` event."""
+        assert self.optimizer is not None and self.scheduler is not None
+        tally = self.tally
         tick, cpu_tick = time.perf_counter(), time.process_time()
-        batches = [plan.collate(g, pad_id).to(device) for g in group]
-        n_targets = max(1, sum(b.n_targets for b in batches))
-        loss_sum, loss_count = 0.0, 0
-        for batch in batches:
-            with autocast():
-                losses, weights = loss_fn(batch)
-            ((losses * weights).sum() / n_targets).backward()
-            loss_sum += float(losses.detach().sum())
-            loss_count += losses.numel()
-            tokens += batch.n_tokens
-            slots += batch.n_slots
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        train_seconds += time.perf_counter() - tick
-        train_cpu_seconds += time.process_time() - cpu_tick
-        loss_value = loss_sum / max(loss_count, 1)
-        progress.emit(
+        batches = [self.plan.collate(g, self.pad_id).to(self.device) for g in group]
+        loss_value = self._backward(batches)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
+        lr = self.scheduler.get_last_lr()[0]
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        tally.step += 1
+        tally.epoch = epoch
+        tally.seconds += time.perf_counter() - tick
+        tally.cpu_seconds += time.process_time() - cpu_tick
+        tally.loss = loss_value
+        self.progress.emit(
             "step",
-            step=step,
+            step=tally.step,
             epoch=epoch,
             loss=loss_value,
             lr=lr,
             grad_norm=grad_norm,
-            tokens_per_s=tokens / train_seconds,
-            eta_s=(total - step) * train_seconds / step,
+            tokens_per_s=tally.tokens / tally.seconds,
+            eta_s=(self.total - tally.step) * tally.seconds / tally.step,
         )
-        log.info("step", step=f"{step}/{total}", loss=round(loss_value, 4), lr=f"{lr:.3g}")
-        if step == total:
-            break
-        if step % cfg.save_steps == 0:
-            value = run_eval(step)
-            path = checkpoints.save(model, step, value)
-            progress.emit("checkpoint", step=step, path=str(path), eval_loss=value)
-        elif cfg.eval_steps is not None and step % cfg.eval_steps == 0:
-            run_eval(step)
+        log.info(
+            "step", step=f"{tally.step}/{self.total}", loss=round(loss_value, 4), lr=f"{lr:.3g}"
+        )
 
-    final_eval = run_eval(step)
-    best = checkpoints.best()
-    from_checkpoint = (
-        best is not None and final_eval is not None and best[2] is not None and best[2] < final_eval
-    )
-    if from_checkpoint and best is not None:
-        best_step, best_eval, checkpoint = best[0], best[2], best[1]
-    else:
-        best_step, best_eval, checkpoint = step, final_eval, None
-    artifact = write_artifact(run_dir, kind, model, tokenizer, checkpoint)
-    log.info("artifact written", path=str(artifact), best_step=best_step)
+    def _backward(self, batches: list[Batch]) -> float:
+        """Accumulate the gradients of the step's micro-batches, each token's loss weighted
+        and divided by the step's target tokens; return the step's mean token loss."""
+        assert self.loss_fn is not None
+        n_targets = max(1, sum(b.n_targets for b in batches))
+        loss_sum, loss_count = 0.0, 0
+        for batch in batches:
+            with self._autocast():
+                losses, weights = self.loss_fn(batch)
+            ((losses * weights).sum() / n_targets).backward()
+            loss_sum += float(losses.detach().sum())
+            loss_count += losses.numel()
+            self.tally.tokens += batch.n_tokens
+            self.tally.slots += batch.n_slots
+        return loss_sum / max(loss_count, 1)
 
-    metrics: dict[str, Any] = {
-        "kind": kind,
-        "steps": step,
-        "epochs": epoch + 1,
-        "train_loss": loss_value,
-        "eval_loss": best_eval,
-        "eval_loss_initial": initial_eval,
-        "eval_loss_final": final_eval,
-        "best_step": best_step,
-        "n_train": len(train_examples),
-        "n_eval": len(eval_examples),
-        "truncated": truncated + eval_truncated,
-        "train_tokens": tokens,
-        "tokens_per_s": tokens / train_seconds if train_seconds else None,
-        "padding_share": 1 - tokens / slots if slots else 0.0,
-        "strategy": strategy,
-        "device": device.type,
-        "bf16": bf16,
-        "gradient_checkpointing": checkpointing,
-        "train_seconds": train_seconds,
-        "train_cpu_seconds": train_cpu_seconds,
-        "warnings": warnings,
-    }
-    if kind == "lora" and (merge or cfg.merge_lora):
-        from services.training.merge import merge_adapter
+    def _between_steps(self, step: int) -> None:
+        """A checkpoint every ``save_steps``, else an evaluation every ``eval_steps``."""
+        if step % self.cfg.save_steps == 0:
+            self.save_checkpoint(step)
+        elif self.cfg.eval_steps is not None and step % self.cfg.eval_steps == 0:
+            self.evaluate(step)
 
-        del model, base, optimizer
+    # -- evaluation and saving -----------------------------------------------------------
+
+    def evaluate(self, step: int) -> float | None:
+        """The eval loss of the model as it stands (an ``eval`` event); None without eval
+        samples."""
+        assert self.loss_fn is not None
+        value = eval_loss(self.model, self.loss_fn, self.eval_batches, self.device, self._autocast)
+        if value is not None:
+            self.progress.emit("eval", step=step, eval_loss=value)
+            log.info("eval", step=step, eval_loss=round(value, 4))
+        return value
+
+    def save_checkpoint(self, step: int) -> Path:
+        """Evaluate and save ``checkpoints/step-N/`` (a ``checkpoint`` event)."""
+        value = self.evaluate(step)
+        path = self.checkpoints.save(self.model, step, value)
+        self.progress.emit("checkpoint", step=step, path=str(path), eval_loss=value)
+        return path
+
+    def save_artifact(self, final_eval: float | None) -> tuple[Path, int, float | None]:
+        """Write the artifact from the best checkpoint when it scored below the final state,
+        else from the final state; return (its path, its step, its eval loss)."""
+        best = self.checkpoints.best()
+        if best is not None and _lower(best[2], final_eval):
+            step, path, value = best
+            return self._write_artifact(path, step), step, value
+        return self._write_artifact(None, self.tally.step), self.tally.step, final_eval
+
+    def _write_artifact(self, checkpoint: Path | None, step: int) -> Path:
+        artifact = write_artifact(self.run_dir, self.kind, self.model, self.tokenizer, checkpoint)
+        log.info("artifact written", path=str(artifact), best_step=step)
+        return artifact
+
+    def _metrics(
+        self,
+        initial_eval: float | None,
+        final_eval: float | None,
+        best_step: int,
+        best_eval: float | None,
+    ) -> dict[str, Any]:
+        """The ``done`` event's metrics (``merged`` and ``total_seconds`` come after)."""
+        tally = self.tally
+        return {
+            "kind": self.kind,
+            "steps": tally.step,
+            "epochs": tally.epoch + 1,
+            "train_loss": tally.loss,
+            "eval_loss": best_eval,
+            "eval_loss_initial": initial_eval,
+            "eval_loss_final": final_eval,
+            "best_step": best_step,
+            "n_train": len(self.train_examples),
+            "n_eval": len(self.eval_examples),
+            "truncated": self.truncated,
+            "train_tokens": tally.tokens,
+            "tokens_per_s": tally.tokens / tally.seconds if tally.seconds else None,
+            "padding_share": 1 - tally.tokens / tally.slots if tally.slots else 0.0,
+            "strategy": self.strategy,
+            "device": self.device.type,
+            "bf16": self.bf16,
+            "gradient_checkpointing": self.checkpointing,
+            "train_seconds": tally.seconds,
+            "train_cpu_seconds": tally.cpu_seconds,
+            "warnings": self.warnings,
+        }
+
+    # -- cleanup -------------------------------------------------------------------------
+
+    def _release(self) -> None:
+        """Drop the model, its loss, the optimizer and the schedule, and collect them."""
+        self.model = self.base = self.loss_fn = self.optimizer = self.scheduler = None
+        self.params = []
         gc.collect()
-        metrics["merged"] = str(merge_adapter(base_dir, artifact, run_dir / "model"))
-    metrics["total_seconds"] = time.perf_counter() - started
-    return artifact, metrics
+
+    def cleanup(self) -> None:
+        """Release whatever the recipe still holds (after a failed run too) and return the
+        accelerator's cached memory; safe to call more than once."""
+        self._release()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from services.generation import cut_at_stop, default_stops, generate, load_for_inference
 from services.training.command import ExitCode
 from services.training.errors import BadInputError
+from services.training.inference import cut_at_stop, default_stops, generate, load_for_inference
 from tests.services.training.training_helpers import REPO, conversation
 
 
@@ -129,7 +129,7 @@ def test_the_default_stops_are_eos_and_the_family_stop_tokens(tiny_tokenizer: An
 
 def test_importing_the_gate_and_generation_modules_stays_light() -> None:
     code = (
-        "import sys, services.generation, services.evaluate; "
+        "import sys, services.generation, services.training.gate, services.training.inference; "
         "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))"
     )
     out = subprocess.run(

@@ -20,8 +20,10 @@ from services.training.batching import (
     plan_steps,
     split_step,
 )
+from services.training.checkpoints import Checkpoints
 from services.training.dataset_reader import Record
-from services.training.recipe import Checkpoints, TokenLoss, lr_lambda, packing_works
+from services.training.loss import TokenLoss, packing_works
+from services.training.plan import lr_lambda
 from tests.services.training.training_helpers import conversation, render
 
 

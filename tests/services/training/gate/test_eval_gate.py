@@ -10,7 +10,12 @@ from typing import Any
 
 import pytest
 
-from services.evaluate import (
+from services.schemas import load_schema
+from services.training.command import ExitCode, build_command
+from services.training.config import resolve_config
+from services.training.dataset_reader import read_dataset, select
+from services.training.errors import BadInputError, TrainingConfigError
+from services.training.gate import (
     GENERAL_SET,
     EvalSample,
     chat_renderer,
@@ -21,12 +26,7 @@ from services.evaluate import (
     run_probe,
     tag_table,
 )
-from services.generation import generate, load_for_inference
-from services.schemas import load_schema
-from services.training.command import ExitCode, build_command
-from services.training.config import resolve_config
-from services.training.dataset_reader import read_dataset, select
-from services.training.errors import BadInputError, TrainingConfigError
+from services.training.inference import generate, load_for_inference
 from services.training.progress import DoneEvent, ProgressParser
 from tests.services.training.training_helpers import REPO, run_child, write_dataset
 

@@ -1,0 +1,235 @@
+"""The evaluation gate's steps: gather the sets, score the reference and the candidate, run
+the tag probe, decide, write the results (see the package docstring)."""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from services.training.config import GateSettings, ResolvedConfig
+from services.training.dataset_reader import Selection
+from services.training.gate.loss import LossStat, weighted_loss
+from services.training.gate.probe import probe_samples, run_probe, tag_table
+from services.training.gate.sets import (
+    GENERAL_SET,
+    REGRESSION_FILE,
+    EvalSample,
+    Render,
+    chat_renderer,
+    read_eval_set,
+    samples_of,
+)
+from services.training.gate.verdict import (
+    disabled_verdict,
+    eval_details,
+    loss_checks,
+    now,
+    verdict,
+    write_results,
+)
+from services.training.inference import apply_adapter, load_for_inference
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Models:
+    """The candidate (``artifact``: a LoRA adapter on ``base_dir``, or a full model) and its
+    reference (``reference_model`` with ``reference_adapter``, else ``base_dir``)."""
+
+    kind: str
+    base_dir: Path
+    artifact: Path
+    cache_dir: Path
+    device: str
+    reference_model: str | None = None
+    reference_adapter: Path | None = None
+
+    def reference(self) -> dict[str, Any]:
+        """The verdict's ``reference``: ``{"source", "model", "adapter"}``."""
+        base = self.reference_model is None
+        return {
+            "source": "base" if base else "active",
+            "model": str(self.base_dir) if base else self.reference_model,
+            "adapter": str(self.reference_adapter) if self.reference_adapter is not None else None,
+        }
+
+    def candidate(self) -> dict[str, Any]:
+        """``eval.json``'s ``candidate``."""
+        return {"kind": self.kind, "artifact": str(self.artifact), "base": str(self.base_dir)}
+
+    def load_reference(self) -> tuple[Any, Any]:
+        spec = str(self.base_dir) if self.reference_model is None else self.reference_model
+        return load_for_inference(
+            spec, adapter=self.reference_adapter, cache_dir=self.cache_dir, device=self.device
+        )
+
+    @property
+    def adapter_on_reference(self) -> bool:
+        """A LoRA candidate judged against its own base: the reference plus the adapter."""
+        return self.kind == "lora" and self.reference_model is None
+
+    def add_adapter(self, reference: Any) -> Any:
+        model = apply_adapter(reference, self.artifact)
+        model.to(next(model.get_base_model().parameters()).device)
+        return model
+
+    def load_candidate(self) -> Any:
+        lora = self.kind == "lora"
+        model, _ = load_for_inference(
+            self.base_dir if lora else self.artifact,
+            adapter=self.artifact if lora else None,
+            cache_dir=self.cache_dir,
+            device=self.device,
+        )
+        return model
+
+
+@dataclass
+class EvalSets:
+    """The sets a candidate is judged on, and what was left out (``warnings``)."""
+
+    heldout: list[EvalSample]
+    regression: dict[str, list[EvalSample]]  # "run", "general"
+    paths: dict[str, Path]  # of the regression sets
+    probe: list[EvalSample]
+    warnings: list[str]
+
+    @property
+    def regression_names(self) -> list[str]:
+        return [name for name, samples in self.regression.items() if samples]
+
+    def losses(self, model: Any, tokenizer: Any, max_len: int) -> dict[str, LossStat]:
+        """The loss of ``model`` on each non-empty set: ``heldout`` and the regression sets."""
+        sets = {"heldout": self.heldout, **self.regression}
+        return {
+            name: weighted_loss(model, tokenizer, samples, max_len)
+            for name, samples in sets.items()
+            if samples
+        }
+
+
+def gather_sets(
+    run_dir: Path,
+    selection: Selection,
+    render: Render | None,
+    general_set: Path | None,
+    per_mode: int,
+) -> EvalSets:
+    """The run's eval split, its ``regression.jsonl`` and the general set (when there is a
+    chat format to render it in), and the tag probe's samples."""
+    warnings: list[str] = []
+    heldout = samples_of(selection.eval)
+    if not heldout:
+        warnings.append("no eval samples: the held-out loss was not compared")
+    regression: dict[str, list[EvalSample]] = {}
+    paths: dict[str, Path] = {}
+    for name, path in (("run", run_dir / REGRESSION_FILE), ("general", general_set)):
+        if path is None or not path.is_file():
+            continue
+        if name == "general" and render is None:
+            warnings.append(f"{path} not used: no chat template to render it in")
+            continue
+        regression[name], paths[name] = read_eval_set(path, render), path
+    if not any(regression.values()):
+        warnings.append("no regression samples: the regression loss was not compared")
+    probe = probe_samples(heldout or samples_of(selection.train), per_mode)
+    return EvalSets(heldout, regression, paths, probe, warnings)
+
+
+@dataclass
+class Scores:
+    reference: dict[str, LossStat]
+    candidate: dict[str, LossStat]
+    probe: dict[str, Any] | None
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def score(
+    models: Models, sets: EvalSets, tokenizer: Any, settings: GateSettings, max_len: int
+) -> Scores:
+    """The reference's losses, then the candidate's and its tag probe; one model in memory
+    at a time. ``tokenizer`` is the candidate's."""
+    _free_memory()
+    model, reference_tokenizer = models.load_reference()
+    reference = sets.losses(model, reference_tokenizer, max_len)
+    log.info("gate reference scored", **{k: round(v.loss, 4) for k, v in reference.items()})
+    if models.adapter_on_reference:
+        model = models.add_adapter(model)  # the base is the reference: reuse it
+    else:
+        del model
+        _free_memory()
+        model = models.load_candidate()
+    candidate = sets.losses(model, tokenizer, max_len)
+    log.info("gate candidate scored", **{k: round(v.loss, 4) for k, v in candidate.items()})
+    probe = None
+    if settings.probe_tokens > 0 and settings.probe_per_mode > 0 and sets.probe:
+        probe = run_probe(model, tokenizer, sets.probe, settings.probe_tokens, tag_table())
+    del model
+    _free_memory()
+    return Scores(reference, candidate, probe)
+
+
+def evaluate_candidate(
+    *,
+    run_dir: Path,
+    kind: str,
+    base_dir: Path,
+    artifact: Path,
+    resolved: ResolvedConfig,
+    selection: Selection,
+    cache_dir: Path,
+    reference_model: str | None = None,
+    reference_adapter: Path | None = None,
+    device: str = "cpu",
+    general_set: Path | None = GENERAL_SET,
+) -> dict[str, Any]:
+    """Judge the candidate (``artifact``: a LoRA adapter on ``base_dir``, or a full model),
+    write ``eval.json`` and the ``run-summary.json`` ``"gate"`` key; return the verdict."""
+    started = time.perf_counter()
+    settings = resolved.config.gate
+    models = Models(kind, base_dir, artifact, cache_dir, device, reference_model, reference_adapter)
+    if not settings.enabled:
+        disabled = disabled_verdict(models.reference(), settings)
+        write_results(run_dir, disabled, {"created": now()})
+        return disabled
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(artifact)
+    render = chat_renderer(run_dir, tokenizer)
+    sets = gather_sets(run_dir, selection, render, general_set, settings.probe_per_mode)
+    scores = score(models, sets, tokenizer, settings, resolved.config.max_seq_length)
+    heldout, regression = loss_checks(
+        scores.candidate, scores.reference, sets.regression_names, settings
+    )
+    gate = verdict(
+        heldout=heldout,
+        regression=regression,
+        probe=scores.probe,
+        reference=models.reference(),
+        settings=settings,
+        warnings=sets.warnings,
+        started=started,
+    )
+    details = eval_details(
+        candidate=models.candidate(),
+        candidate_losses=scores.candidate,
+        reference_losses=scores.reference,
+        regression_sets=sets.paths,
+        probe=scores.probe,
+    )
+    write_results(run_dir, gate, details)
+    log.info("gate", passed=gate["passed"], reason=gate["reason"])
+    return gate

@@ -1,0 +1,112 @@
+"""The evaluation gate's sample sets: the run's held-out and training samples, and JSONL
+sets (the run's ``regression.jsonl``, the general-text set ``etc/eval/general.jsonl``).
+
+A line of a JSONL set is a ``fine_tune_dataset.jsonl`` line (read with ``services.jsonl``,
+validated by ``services.training.dataset_reader.sample_fields``); one with ``messages`` but
+no ``prompt``/``completion``/``text`` is rendered in the run's chat format
+(:func:`chat_renderer`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from services.jsonl import read_objects
+from services.shipped import etc_dir
+from services.training.dataset_reader import Record, sample_fields
+from services.training.errors import BadInputError
+
+GENERAL_SET = etc_dir() / "eval" / "general.jsonl"
+REGRESSION_FILE = "regression.jsonl"
+SCHEMA_APPLIED = "schema_applied.json"
+
+Render = Callable[[Sequence[Mapping[str, Any]]], tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class EvalSample:
+    """A prompt and the completion whose tokens are scored."""
+
+    id: str
+    mode: str | None
+    prompt: str
+    completion: str
+    weight: float = 1.0
+
+
+def samples_of(records: Sequence[Record]) -> list[EvalSample]:
+    """The run's dataset records as samples (with their modes)."""
+    return [EvalSample(r.id, r.mode, r.prompt, r.completion, r.weight) for r in records]
+
+
+def read_eval_set(path: Path, render: Render | None) -> list[EvalSample]:
+    """The samples of a JSONL set; ``messages``-only lines are rendered with ``render``.
+    :class:`BadInputError` names the line at fault."""
+    return [
+        _eval_sample(obj, where, render)
+        for where, obj in read_objects(path, what="evaluation set", error=BadInputError)
+    ]
+
+
+def _eval_sample(obj: dict[str, Any], where: str, render: Render | None) -> EvalSample:
+    prompt, completion, weight = sample_fields(
+        obj, where, otherwise=lambda: _render_messages(obj, where, render)
+    )
+    mode = obj.get("mode")
+    return EvalSample(
+        str(obj.get("id", where)),
+        mode if isinstance(mode, str) else None,
+        prompt,
+        completion,
+        weight,
+    )
+
+
+def _render_messages(obj: dict[str, Any], where: str, render: Render | None) -> tuple[str, str]:
+    messages = obj.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadInputError(f"{where}: needs 'prompt' and 'completion', 'text' or 'messages'")
+    if render is None:
+        raise BadInputError(f"{where}: 'messages' only, and no chat format to render them")
+    try:
+        return render(messages)
+    except Exception as exc:
+        raise BadInputError(f"{where}: cannot render its messages: {exc}") from exc
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; {} when it is missing, unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def chat_renderer(run_dir: Path, tokenizer: Any) -> Render | None:
+    """(prompt, completion) of a conversation in the run's chat format: the template the
+    dataset was rendered with (``schema_applied.json``), else the tokenizer's own."""
+    applied = read_json(run_dir / SCHEMA_APPLIED)
+    if isinstance(applied.get("chat_template"), str) and isinstance(applied.get("family"), str):
+        from services.schemas import Renderer, load_schema
+
+        tokens = {k: applied[k] for k in ("bos_token", "eos_token") if applied.get(k)}
+        return Renderer(applied["chat_template"], tokens, load_schema(applied["family"])).split
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+
+    def render(messages: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+        history = list(messages)
+        prompt = tokenizer.apply_chat_template(
+            history[:-1], tokenize=False, add_generation_prompt=True
+        )
+        full = tokenizer.apply_chat_template(history, tokenize=False)
+        if not full.startswith(prompt):
+            raise ValueError("the template does not render the prompt as a prefix")
+        return prompt, full[len(prompt) :]
+
+    return render
