@@ -249,6 +249,13 @@ class Supervisor:
         return replace(outcome, reason=f"published v{rel.version}", result=result)
 
     def _finish(self, ledger: Ledger, job: Job, outcome: Outcome) -> None:
+        if outcome.state == "interrupted":
+            # Stopped with the daemon: the retry waits in the queue for the next start.
+            retry = ledger.interrupt_job(
+                job, self.settings.training.max_attempts, outcome.reason, outcome.exit_code
+            )
+            log.info("job interrupted", reason=outcome.reason, retry=retry.id if retry else None)
+            return
         ledger.finish_job(
             job.id,
             outcome.state,

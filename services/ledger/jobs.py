@@ -175,30 +175,38 @@ class JobStore(Database):
             return cur.rowcount == 1
 
     def recover_interrupted(self, max_attempts: int) -> list[tuple[Job, Job | None]]:
-        """At start-up: every job left running becomes interrupted; each is retried by a
-        new queued job while the chain of attempts is below ``max_attempts``."""
-        out: list[tuple[Job, Job | None]] = []
-        for old in self.jobs(states=("running",), limit=10_000):
-            attempt = self._attempt_number(old)
-            with self.transaction():
-                self.finish_job(
-                    old.id,
-                    "interrupted",
-                    reason="the daemon stopped while the job ran",
-                    error="interrupted",
-                )
-                retry: Job | None = None
-                if attempt < max_attempts:
-                    retry, _ = self.enqueue_job(
-                        old.profile,
-                        old.kind,
-                        mode=old.mode,
-                        args=old.args,
-                        reason=f"retry {attempt + 1} of {max_attempts} after interruption",
-                        retry_of=old.id,
-                    )
-            out.append((old, retry))
-        return out
+        """At start-up: every job left running (the daemon was killed) becomes
+        interrupted and is retried as :meth:`interrupt_job` does."""
+        return [
+            (old, self.interrupt_job(old, max_attempts))
+            for old in self.jobs(states=("running",), limit=10_000)
+        ]
+
+    def interrupt_job(
+        self,
+        job: Job,
+        max_attempts: int,
+        reason: str = "the daemon stopped while the job ran",
+        exit_code: int | None = None,
+    ) -> Job | None:
+        """Mark ``job`` interrupted and, while its chain of attempts is below
+        ``max_attempts``, queue its retry, in one transaction; returns the retry."""
+        attempt = self._attempt_number(job)
+        with self.transaction():
+            self.finish_job(
+                job.id, "interrupted", reason=reason, error="interrupted", exit_code=exit_code
+            )
+            if attempt >= max_attempts:
+                return None
+            retry, _ = self.enqueue_job(
+                job.profile,
+                job.kind,
+                mode=job.mode,
+                args=job.args,
+                reason=f"retry {attempt + 1} of {max_attempts} after interruption",
+                retry_of=job.id,
+            )
+            return retry
 
     def _attempt_number(self, job: Job) -> int:
         n, current = 1, job

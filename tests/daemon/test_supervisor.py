@@ -197,3 +197,31 @@ def test_real_lora_training_of_a_tiny_model(tmp_path: Path, tiny_model: Path) ->
     assert job.progress is not None and job.progress["total_steps"] == 6
     metrics = job.result["metrics"] if job.result else {}
     assert metrics
+
+
+def test_a_job_stopped_with_the_daemon_is_retried_at_the_next_start(
+    tmp_path: Path, tiny_model: Path, fake_python: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINER", "hang")
+    _profile(tmp_path / "state", tmp_path / "profiles")
+    settings = _settings(tmp_path, tiny_model, job_timeout_s=60, stop_grace_s=1, max_attempts=2)
+    h = Harness(settings, fake_python)
+    h.supervisor.start()
+    job, _ = h.ledger.enqueue_job("alice", "lora", args={"force": True})
+    h.supervisor.wake()
+    h.wait(job.id, states=("running",))
+    h.supervisor.stop(10)  # what SIGTERM to the daemon does
+    stopped = h.ledger.job(job.id)
+    assert stopped is not None and stopped.state == "interrupted"
+    queued = h.ledger.jobs(states=("queued",))
+    assert [(j.profile, j.kind, j.retry_of, j.args) for j in queued] == [
+        ("alice", "lora", job.id, {"force": True})
+    ]
+    # The next start runs the retry; a second stop leaves no third attempt (max_attempts 2).
+    monkeypatch.setenv("FAKE_TRAINER", "hang")
+    h2 = Harness(settings, fake_python)
+    h2.supervisor.start()
+    h2.wait(queued[0].id, states=("running",))
+    h2.supervisor.stop(10)
+    assert h2.ledger.job(queued[0].id).state == "interrupted"  # type: ignore[union-attr]
+    assert h2.ledger.jobs(states=("queued",)) == []
