@@ -9,7 +9,8 @@ from services.publish.errors import PublishError
 from services.publish.local import LocalRegistry
 from services.publish.modelfile import render_modelfile, served_parameters, served_system
 from services.publish.names import model_base, normalise_part
-from services.publish.ollama import ADAPTER_ARCHITECTURES, MIN_VERSION, OllamaPublisher, Published
+from services.publish.ollama import ADAPTER_ARCHITECTURES, OllamaPublisher, Published
+from services.publish.ollama_server import MIN_VERSION
 from services.publish.retention import DEFAULT_KEEP, plan_retention, previous_version
 
 __all__ = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
 
 from services.publish.errors import PublishError
 
@@ -52,3 +53,13 @@ def parse_version_tag(tag: str) -> int | None:
     """``v3`` -> 3; anything else -> None."""
     match = _VERSION_TAG.match(tag)
     return int(match.group(1)) if match else None
+
+
+def profile_versions(base: str, digests: Mapping[str, str]) -> dict[int, str]:
+    """{version: digest} of the ``<base>:v<N>`` names among ``digests`` (name -> digest)."""
+    found = {}
+    for name, digest in digests.items():
+        model, _, tag = name.partition(":")
+        if model == base and (n := parse_version_tag(tag)) is not None:
+            found[n] = digest
+    return found

@@ -17,22 +17,19 @@ The create API used here (``files`` / ``adapters`` / ``from``) needs Ollama 0.5.
 from __future__ import annotations
 
 import hashlib
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx
-import ollama
 import structlog
 
 from services.publish.artifact import (
+    Kind,
     architecture,
     check_artifact,
     check_kind,
     ollama_files,
-    sha256_file,
 )
 from services.publish.errors import PublishError
 from services.publish.modelfile import render_modelfile, served_parameters, served_system
@@ -40,21 +37,18 @@ from services.publish.names import (
     LATEST_TAG,
     model_base,
     normalise_part,
-    parse_version_tag,
+    profile_versions,
     version_tag,
 )
+from services.publish.ollama_server import OllamaServer
 from services.publish.retention import DEFAULT_KEEP, plan_retention, previous_version
 from services.schemas import ChatSchema
 
 log = structlog.get_logger(__name__)
 
-T = TypeVar("T")
-
-MIN_VERSION = (0, 5, 5)
 # Hugging Face architectures of base models whose LoRA adapters Ollama converts
 # (convert/convert.go, ConvertAdapter: GGUF architectures "llama" and "gemma2").
 ADAPTER_ARCHITECTURES = frozenset({"LlamaForCausalLM", "MistralForCausalLM", "Gemma2ForCausalLM"})
-_SEMVER = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 
 
 @dataclass(frozen=True)
@@ -64,11 +58,6 @@ class Published:
     name: str
     digest: str
     modelfile: str
-
-
-def parse_version(text: str) -> tuple[int, int, int] | None:
-    match = _SEMVER.match(text.strip())
-    return None if match is None else (int(match[1]), int(match[2]), int(match[3]))
 
 
 class OllamaPublisher:
@@ -98,13 +87,10 @@ class OllamaPublisher:
         self.verify_prompt = verify_prompt
         self.verify_tokens = verify_tokens
         self.keep_alive = keep_alive
-        self._client = ollama.Client(host=host, timeout=timeout)
-        self._slow = ollama.Client(host=host, timeout=create_timeout)
-        self._digest_cache: dict[tuple[str, int, int], str] = {}
+        self._server = OllamaServer(host, timeout=timeout, create_timeout=create_timeout)
 
     def close(self) -> None:
-        self._client.close()
-        self._slow.close()
+        self._server.close()
 
     def __enter__(self) -> OllamaPublisher:
         return self
@@ -123,23 +109,7 @@ class OllamaPublisher:
 
     def check(self) -> str:
         """The server's version; PublishError when it does not answer or is too old."""
-        response = self._call(
-            "ask Ollama its version", self._client._request_raw, "GET", "/api/version"
-        )
-        try:
-            version = str(response.json()["version"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise PublishError(
-                f"{self.host} did not answer /api/version like Ollama: {response.text[:200]!r}"
-            ) from exc
-        parsed = parse_version(version)
-        if parsed is not None and parsed != (0, 0, 0) and parsed < MIN_VERSION:
-            need = ".".join(map(str, MIN_VERSION))
-            raise PublishError(
-                f"Ollama {version} at {self.host} is too old: publishing needs {need} or newer "
-                "(the create API with files and adapters); upgrade Ollama"
-            )
-        return version
+        return self._server.check()
 
     # -- the Modelfile --
 
@@ -198,11 +168,7 @@ class OllamaPublisher:
         kind = check_kind(kind)
         artifact_dir = Path(artifact_dir)
         name = self.name(profile, version)
-        check_artifact(artifact_dir, kind)
-        if kind == "lora":
-            if base_model_dir is None:
-                raise PublishError("a LoRA adapter needs its base model directory")
-            self._check_adapter_base(Path(base_model_dir))
+        self._check_inputs(artifact_dir, kind, base_model_dir)
         files = ollama_files(artifact_dir)
         modelfile = self.modelfile(
             artifact_dir,
@@ -213,50 +179,73 @@ class OllamaPublisher:
             parameters=parameters,
             name=name,
         )
-        template = schema.ollama_template
-        served_sys = served_system(schema, system)
-        params = served_parameters(schema, parameters)
-
-        self.check()
-        if name in self._digests():
-            raise PublishError(
-                f"{name} already exists in Ollama; versions are never replaced: publish a new "
-                "version, or delete this one first if it was never activated"
-            )
+        # What the version serves: its template, system prompt and parameters.
+        served: dict[str, Any] = {
+            "template": schema.ollama_template,
+            "system": served_system(schema, system),
+            "parameters": served_parameters(schema, parameters),
+        }
+        self._check_new(name)
         log.info("publishing to Ollama", model=name, kind=kind, files=len(files))
         try:
-            if kind == "full":
-                blobs = self._upload(files)
-                self._create(
-                    name,
-                    files=blobs,
-                    quantize=self.quantize,
-                    template=template,
-                    system=served_sys,
-                    parameters=params,
-                )
-            else:
-                assert base_model_dir is not None
-                base = self._ensure_base(Path(base_model_dir))
-                adapters = self._upload(files)
-                self._create(
-                    name,
-                    from_=base,
-                    adapters=adapters,
-                    template=template,
-                    system=served_sys,
-                    parameters=params,
-                )
-            self._verify(name, template, params)
-            digest = self._digests().get(name)
-            if digest is None:
-                raise PublishError(f"{name} was created but Ollama does not list it")
+            self._create_version(name, kind, files, base_model_dir, served)
+            self._server.verify(
+                name,
+                served["template"],
+                served["parameters"],
+                prompt=self.verify_prompt,
+                tokens=self.verify_tokens,
+                keep_alive=self.keep_alive,
+            )
+            digest = self._listed_digest(name)
         except PublishError as exc:
             self._discard(name)
             log.warning("publishing to Ollama failed", model=name, error=str(exc))
             raise
         log.info("published to Ollama", model=name, digest=digest)
         return Published(name=name, digest=digest, modelfile=modelfile)
+
+    def _check_inputs(self, artifact_dir: Path, kind: Kind, base_model_dir: Path | None) -> None:
+        """The artifact holds what ``kind`` needs; a LoRA's base is one Ollama can take."""
+        check_artifact(artifact_dir, kind)
+        if kind == "lora":
+            if base_model_dir is None:
+                raise PublishError("a LoRA adapter needs its base model directory")
+            self._check_adapter_base(Path(base_model_dir))
+
+    def _check_new(self, name: str) -> None:
+        """The server answers, is recent enough and has no model ``name`` yet."""
+        self.check()
+        if name in self._digests():
+            raise PublishError(
+                f"{name} already exists in Ollama; versions are never replaced: publish a new "
+                "version, or delete this one first if it was never activated"
+            )
+
+    def _create_version(
+        self,
+        name: str,
+        kind: str,
+        files: Mapping[str, Path],
+        base_model_dir: Path | None,
+        served: Mapping[str, Any],
+    ) -> None:
+        """Upload the artifact's files and create ``name`` from them: a full model from
+        its files (quantized), an adapter on the shared base model."""
+        if kind == "full":
+            blobs = self._server.upload(files)
+            self._server.create(name, files=blobs, quantize=self.quantize, **served)
+        else:
+            assert base_model_dir is not None
+            base = self._ensure_base(Path(base_model_dir))
+            adapters = self._server.upload(files)
+            self._server.create(name, from_=base, adapters=adapters, **served)
+
+    def _listed_digest(self, name: str) -> str:
+        digest = self._digests().get(name)
+        if digest is None:
+            raise PublishError(f"{name} was created but Ollama does not list it")
+        return digest
 
     def _check_adapter_base(self, base_model_dir: Path) -> None:
         arch = architecture(base_model_dir)
@@ -271,7 +260,7 @@ class OllamaPublisher:
     def _ensure_base(self, base_model_dir: Path) -> str:
         """The Ollama model made from ``base_model_dir``, created when missing."""
         files = ollama_files(base_model_dir)
-        digests = {rel: self._sha256(path) for rel, path in files.items()}
+        digests = {rel: self._server.sha256(path) for rel, path in files.items()}
         key = hashlib.sha256(
             "\n".join(
                 [f"quantize {self.quantize}", *(f"{r} {d}" for r, d in digests.items())]
@@ -281,91 +270,15 @@ class OllamaPublisher:
         if name in self._digests():
             return name
         log.info("creating the adapters' base model in Ollama", model=name)
-        blobs = self._upload(files)
-        self._create(name, files=blobs, quantize=self.quantize)
+        blobs = self._server.upload(files)
+        self._server.create(name, files=blobs, quantize=self.quantize)
         return name
-
-    def _sha256(self, path: Path) -> str:
-        st = path.stat()
-        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-        if key not in self._digest_cache:
-            self._digest_cache[key] = sha256_file(path)
-        return self._digest_cache[key]
-
-    def _upload(self, files: Mapping[str, Path]) -> dict[str, str]:
-        """Upload each file the server lacks; returns {relative name: digest}."""
-        blobs: dict[str, str] = {}
-        for rel, path in files.items():
-            digest = self._sha256(path)
-            if self._has_blob(digest):
-                log.debug("blob already on the server", file=rel, digest=digest)
-            else:
-                with path.open("rb") as fh:
-                    self._call(
-                        f"upload {rel} to Ollama",
-                        self._slow._request_raw,
-                        "POST",
-                        f"/api/blobs/{digest}",
-                        content=fh,
-                    )
-                log.debug("uploaded a blob", file=rel, digest=digest)
-            blobs[rel] = digest
-        return blobs
-
-    def _has_blob(self, digest: str) -> bool:
-        try:
-            self._client._request_raw("HEAD", f"/api/blobs/{digest}")
-        except ollama.ResponseError as exc:
-            if exc.status_code == 404:
-                return False
-            raise self._server_error(f"ask Ollama for blob {digest}", exc) from exc
-        except (ConnectionError, httpx.HTTPError) as exc:
-            raise self._transport_error(f"ask Ollama for blob {digest}", exc) from exc
-        return True
-
-    def _create(self, name: str, **request: Any) -> None:
-        action = f"create {name} in Ollama"
-        last = None
-        try:
-            for part in self._slow.create(model=name, stream=True, **request):
-                if part.status != last:
-                    log.debug("ollama create", model=name, status=part.status)
-                last = part.status
-        except ollama.ResponseError as exc:
-            raise self._server_error(action, exc) from exc
-        except (ConnectionError, httpx.HTTPError) as exc:
-            raise self._transport_error(action, exc) from exc
-        if last != "success":
-            raise PublishError(f"{action}: the server stopped without success (last: {last!r})")
-
-    def _verify(self, name: str, template: str, parameters: Mapping[str, Any]) -> None:
-        shown = self._call(f"show {name}", self._client.show, name)
-        if (shown.template or "") != template:
-            raise PublishError(
-                f"{name}: Ollama serves a different template than the one published "
-                f"({(shown.template or '')[:80]!r} instead of {template[:80]!r})"
-            )
-        reported = shown.parameters or ""
-        for stop in parameters.get("stop") or []:
-            if stop.isprintable() and '"' not in stop and "\\" not in stop and stop not in reported:
-                raise PublishError(f"{name}: Ollama does not report the stop token {stop!r}")
-        answer = self._call(
-            f"test {name} with a short generation",
-            self._slow.generate,
-            model=name,
-            prompt=self.verify_prompt,
-            options={"num_predict": self.verify_tokens},
-            keep_alive=self.keep_alive,
-            stream=False,
-        )
-        if not (answer.response or "").strip():
-            raise PublishError(f"{name}: the test generation answered no text")
 
     def _discard(self, name: str) -> None:
         """Delete a half-published version (best effort: it is logged when it fails)."""
         try:
             if name in self._digests():
-                self._call(f"delete {name}", self._client.delete, name)
+                self._server.delete(name)
                 log.info("deleted a half-published version", model=name)
         except PublishError as exc:
             log.warning("cannot delete a half-published version", model=name, error=str(exc))
@@ -390,7 +303,7 @@ class OllamaPublisher:
         if old == target:
             return target
         try:
-            self._call(f"copy {vname} to {latest}", self._client.copy, vname, latest)
+            self._server.copy(vname, latest, f"copy {vname} to {latest}")
             now = self._digests().get(latest)
             if now != target:
                 raise PublishError(
@@ -412,12 +325,12 @@ class OllamaPublisher:
             if now == old:
                 return f"{latest} is unchanged"
             if old is None:
-                self._call(f"delete {latest}", self._client.delete, latest)
+                self._server.delete(latest)
                 return f"{latest} was removed again, as it was before"
             source = self._version_with(profile, old, before)
             if source is None:
                 return f"{latest} cannot be restored: no version has its old digest {old}"
-            self._call(f"copy {source} back to {latest}", self._client.copy, source, latest)
+            self._server.copy(source, latest, f"copy {source} back to {latest}")
             if self._digests().get(latest) != old:
                 return f"{latest} could not be restored to {source}"
             return f"{latest} was restored to {source}"
@@ -434,7 +347,7 @@ class OllamaPublisher:
         latest = self.name(profile)
         if latest not in self._digests():
             return False
-        self._call(f"delete {latest}", self._client.delete, latest)
+        self._server.delete(latest)
         log.info("no version active in Ollama", alias=latest)
         return True
 
@@ -470,7 +383,7 @@ class OllamaPublisher:
             return False
         if digests[name] == digests.get(self.name(profile)):
             raise PublishError(f"{name} is the active version; activate another one first")
-        self._call(f"delete {name}", self._client.delete, name)
+        self._server.delete(name)
         log.info("deleted a version from Ollama", model=name)
         return True
 
@@ -482,50 +395,13 @@ class OllamaPublisher:
         return doomed
 
     def _profile_versions(self, profile: str, digests: Mapping[str, str]) -> dict[int, str]:
-        base = model_base(self.prefix, profile)
-        found = {}
-        for name, digest in digests.items():
-            model, _, tag = name.partition(":")
-            if model == base and (n := parse_version_tag(tag)) is not None:
-                found[n] = digest
-        return found
+        return profile_versions(model_base(self.prefix, profile), digests)
+
+    # -- requests --
 
     def _digests(self) -> dict[str, str]:
         """{lower-case ``name:tag``: digest} of every model the server lists."""
-        listed = self._call("list Ollama's models", self._client.list)
-        out = {}
-        for model in listed.models:
-            if model.model and model.digest:
-                name = model.model.lower()
-                if ":" not in name.rsplit("/", 1)[-1]:
-                    name += f":{LATEST_TAG}"
-                out[name] = model.digest
-        return out
-
-    # -- errors --
-
-    def _call(self, action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        try:
-            return fn(*args, **kwargs)
-        except ollama.ResponseError as exc:
-            raise self._server_error(action, exc) from exc
-        except (ConnectionError, httpx.HTTPError) as exc:
-            raise self._transport_error(action, exc) from exc
-
-    def _server_error(self, action: str, exc: ollama.ResponseError) -> PublishError:
-        status = exc.status_code if exc.status_code > 0 else None
-        code = f" (HTTP {status})" if status else ""
-        return PublishError(
-            f"{action}: Ollama answered{code}: {exc.error}", server_error=exc.error, status=status
-        )
-
-    def _transport_error(self, action: str, exc: Exception) -> PublishError:
-        if isinstance(exc, httpx.TimeoutException):
-            return PublishError(f"{action}: Ollama at {self.host} did not answer in time ({exc})")
-        return PublishError(
-            f"{action}: cannot reach Ollama at {self.host}; is `ollama serve` running at "
-            f"{self.host}? ({exc})"
-        )
+        return self._server.digests()
 
 
 def _listing(versions: list[int]) -> str:
