@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from services.chroma_store import parse_url
 from services.embedding import EmbeddingError, LocalEmbedder, OllamaEmbedder
 from services.index import (
     IndexItem,
     SearchHit,
     VectorIndex,
     VectorIndexError,
-    _parse_url,
     collection_name,
 )
 from services.memories.model import Memory
@@ -391,14 +391,14 @@ def test_constructor_needs_exactly_one_target(tmp_path: Path) -> None:
 
 
 def test_url_parsing() -> None:
-    assert _parse_url("http://chroma.local:9000") == ("chroma.local", 9000, False)
-    assert _parse_url("https://chroma.example.com") == ("chroma.example.com", 443, True)
-    assert _parse_url("http://chroma.local") == ("chroma.local", 80, False)
-    assert _parse_url("localhost") == ("localhost", 8000, False)
-    assert _parse_url("127.0.0.1:8123") == ("127.0.0.1", 8123, False)
+    assert parse_url("http://chroma.local:9000") == ("chroma.local", 9000, False)
+    assert parse_url("https://chroma.example.com") == ("chroma.example.com", 443, True)
+    assert parse_url("http://chroma.local") == ("chroma.local", 80, False)
+    assert parse_url("localhost") == ("localhost", 8000, False)
+    assert parse_url("127.0.0.1:8123") == ("127.0.0.1", 8123, False)
     for bad in ("ftp://x", "http://", "http://h:99999", "http://h/some/path"):
         with pytest.raises(VectorIndexError):
-            _parse_url(bad)
+            parse_url(bad)
 
 
 def test_unreachable_server_is_a_clear_error() -> None:

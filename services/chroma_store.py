@@ -1,0 +1,242 @@
+"""The Chroma side of the vector index: the client, one collection per profile, errors.
+
+``ChromaStore`` opens an embedded, persistent Chroma in a directory or talks to a Chroma
+server, names each profile's collection (``collection_name``), keeps the collections it
+opened, records in a collection which embedder filled it, and turns every Chroma failure
+into a ``VectorIndexError`` that says what to do. Chroma's telemetry is off.
+
+chromadb is imported when a store is opened, not when this module is imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
+
+from services.embedding import EmbeddingError
+from services.errors import PersonadError
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+T = TypeVar("T")
+
+COLLECTION_PREFIX = "personad"
+# Profile names used as they are; anything else is escaped (see collection_name).
+_PLAIN_PROFILE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,50}[a-z0-9])?$")
+_SLUG_DROP = re.compile(r"[^a-z0-9]+")
+# Collection metadata keys.
+_META_PROFILE = "personad_profile"
+_META_EMBEDDER = "personad_embedder"
+
+
+class VectorIndexError(PersonadError):
+    """The vector index could not do what was asked; the message says what to do."""
+
+
+def collection_name(profile: str) -> str:
+    """The Chroma collection of a profile: deterministic, injective, always a valid name.
+
+    A plain profile name (lower-case letters, digits, ``_`` and ``-``, starting and
+    ending with a letter or digit, at most 52 characters) maps to
+    ``personad-<profile>``; any other name maps to ``personad.<slug>.<hash>``, where
+    the hash is of the exact name. Plain names never contain ``.``, so the two forms
+    cannot collide. Names stay within Chroma's strictest rules (3-63 characters of
+    ``[a-zA-Z0-9._-]``, alphanumeric at both ends, no ``..``).
+    """
+    if not profile:
+        raise VectorIndexError("a profile name may not be empty")
+    if _PLAIN_PROFILE.match(profile):
+        return f"{COLLECTION_PREFIX}-{profile}"
+    digest = hashlib.sha256(profile.encode("utf-8")).hexdigest()[:24]
+    slug = _SLUG_DROP.sub("-", profile.lower()).strip("-")[:28].strip("-")
+    return f"{COLLECTION_PREFIX}.{slug}.{digest}" if slug else f"{COLLECTION_PREFIX}.{digest}"
+
+
+def parse_url(url: str) -> tuple[str, int, bool]:
+    """``host, port, ssl`` of a Chroma server URL. An explicit port wins; otherwise
+    ``https://`` means 443, ``http://`` 80, and a bare ``host`` Chroma's 8000."""
+    text = url.strip()
+    explicit_scheme = "://" in text
+    split = urlsplit(text if explicit_scheme else f"http://{text}")
+    if split.scheme not in ("http", "https"):
+        raise VectorIndexError(f"Chroma URL {url!r}: the scheme must be http or https")
+    try:
+        port = split.port
+    except ValueError as exc:
+        raise VectorIndexError(f"Chroma URL {url!r}: {exc}") from exc
+    if not split.hostname:
+        raise VectorIndexError(f"Chroma URL {url!r} names no host")
+    if split.path.strip("/") or split.query or split.fragment:
+        raise VectorIndexError(f"Chroma URL {url!r}: a path, query or fragment is not supported")
+    ssl = split.scheme == "https"
+    if port is None:
+        port = (443 if ssl else 80) if explicit_scheme else 8000
+    return split.hostname, port, ssl
+
+
+class ChromaStore:
+    """Per-profile Chroma collections in cosine space, for vectors of one embedder.
+
+    ``path``: an embedded, persistent Chroma in that directory; ``url``: a Chroma
+    server. Safe to share between threads. ``max_batch`` is the most ids the client
+    takes in one request.
+    """
+
+    def __init__(self, path: Path | str | None, url: str | None, *, embedder_name: str) -> None:
+        try:
+            import chromadb
+            from chromadb.config import Settings
+        except ImportError as exc:
+            raise VectorIndexError(
+                f"the vector index needs the 'chromadb' package ({exc})"
+            ) from exc
+        self.embedder_name = embedder_name
+        settings = Settings(anonymized_telemetry=False)
+        try:
+            if url is not None:
+                host, port, ssl = parse_url(url)
+                self._client: ClientAPI = chromadb.HttpClient(
+                    host=host, port=port, ssl=ssl, settings=settings
+                )
+                where = f"the Chroma server at {url}"
+            else:
+                assert path is not None
+                directory = Path(path)
+                directory.mkdir(parents=True, exist_ok=True)
+                self._client = chromadb.PersistentClient(path=str(directory), settings=settings)
+                where = f"the index at {directory}"
+            self.max_batch = max(1, int(self._client.get_max_batch_size()))
+        except VectorIndexError:
+            raise
+        except Exception as exc:
+            target = url if url is not None else path
+            raise VectorIndexError(f"cannot open the vector index at {target}: {exc}") from exc
+        self._where = where
+        self._collections: dict[str, Collection] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+
+    def open(self, profile: str, *, create: bool) -> Collection | None:
+        """The profile's collection (cached), ``None`` when absent and not ``create``."""
+        with self._lock:
+            if self._closed:
+                raise VectorIndexError("the vector index is closed")
+            col = self._collections.get(profile)
+            if col is not None:
+                return col
+            from chromadb.errors import NotFoundError
+
+            name = collection_name(profile)
+            try:
+                if create:
+                    col = self._client.get_or_create_collection(
+                        name,
+                        configuration={"hnsw": {"space": "cosine"}},
+                        metadata={_META_PROFILE: profile, _META_EMBEDDER: self.embedder_name},
+                        embedding_function=None,
+                    )
+                else:
+                    col = self._client.get_collection(name, embedding_function=None)
+            except NotFoundError:
+                return None
+            except Exception as exc:
+                raise VectorIndexError(f"{self._where}: cannot open {name}: {exc}") from exc
+            self._collections[profile] = col
+            return col
+
+    def built_with(self, profile: str) -> str | None:
+        """The name of the embedder that filled the profile's collection (None: no
+        collection, or one that predates the record)."""
+        col = self.open(profile, create=False)
+        value = (col.metadata or {}).get(_META_EMBEDDER) if col is not None else None
+        return value if isinstance(value, str) else None
+
+    def check_embedder(self, profile: str, col: Collection) -> None:
+        """Vectors of different embedders must not meet in one collection."""
+        built_with = (col.metadata or {}).get(_META_EMBEDDER)
+        if built_with is not None and built_with != self.embedder_name:
+            raise VectorIndexError(
+                f"the index of profile {profile!r} was built with the embedder "
+                f"{built_with!r}, not the configured {self.embedder_name!r}: run "
+                f"`personad reindex {profile}` to rebuild it"
+            )
+
+    def run(self, profile: str, create: bool, what: str, fn: Callable[[Collection], T]) -> T | None:
+        """``fn(collection)`` with Chroma errors translated; a cached handle whose
+        collection was dropped behind our back is re-opened once."""
+        from chromadb.errors import NotFoundError
+
+        for attempt in (0, 1):
+            col = self.open(profile, create=create)
+            if col is None:
+                return None
+            try:
+                return fn(col)
+            except NotFoundError as exc:
+                with self._lock:
+                    if self._collections.get(profile) is col:
+                        del self._collections[profile]
+                if attempt:
+                    raise VectorIndexError(f"{self._where}: {what} {profile!r}: {exc}") from exc
+            except (VectorIndexError, EmbeddingError):
+                raise
+            except Exception as exc:
+                from chromadb.errors import InvalidArgumentError
+
+                hint = ""
+                if isinstance(exc, InvalidArgumentError) and "dimension" in str(exc):
+                    hint = f"; run `personad reindex {profile}` to rebuild it"
+                raise VectorIndexError(f"{self._where}: {what} {profile!r}: {exc}{hint}") from exc
+        return None  # unreachable
+
+    def reset(self, profile: str) -> None:
+        """Drop the profile's collection and create it empty, with the current embedder."""
+        from chromadb.errors import NotFoundError
+
+        name = collection_name(profile)
+        with self._lock:
+            self._collections.pop(profile, None)
+            try:
+                self._client.delete_collection(name)
+            except NotFoundError:
+                pass
+            except Exception as exc:
+                raise VectorIndexError(f"{self._where}: cannot drop {name}: {exc}") from exc
+            self.open(profile, create=True)
+
+    def profiles(self) -> list[str]:
+        """The profiles that have a collection here."""
+        with self._lock:
+            if self._closed:
+                raise VectorIndexError("the vector index is closed")
+            try:
+                cols = self._client.list_collections()
+            except Exception as exc:
+                raise VectorIndexError(f"{self._where}: cannot list collections: {exc}") from exc
+        out = []
+        for col in cols:
+            profile = (getattr(col, "metadata", None) or {}).get(_META_PROFILE)
+            if isinstance(profile, str) and collection_name(profile) == col.name:
+                out.append(profile)
+        return sorted(out)
+
+    def close(self) -> None:
+        """Release the client (and, embedded, its database files); idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._collections.clear()
+            close = getattr(self._client, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception as exc:
+                    raise VectorIndexError(f"{self._where}: closing failed: {exc}") from exc
