@@ -3,8 +3,9 @@
 :func:`ask` does it all: the closest memories, then an answer from the active version
 (and from the base model beside it when asked, or alone when nothing is published).
 
-The prompt holds the most relevant memories as a system turn and the question as an
-emulation-mode user turn (``<user>...</user>``), rendered in the model's chat format.
+The prompt is the prompt policy's (:mod:`services.persona_prompt`), the one the model was
+trained with: the persona's system message holding the most relevant memories, and the
+question as an emulation-mode user turn (``<user>...</user>``), in the model's chat format.
 The model runs in a child process (``python -m services.generation``) so the daemon
 never loads weights, or, when the active version is published to Ollama, in Ollama.
 """
@@ -24,11 +25,11 @@ from typing import Any
 from services.errors import PersonadError
 from services.index import SearchHit, VectorIndex
 from services.ledger import Ledger
+from services.persona_prompt import ask_messages
 from services.publish.local import LocalRegistry
 from services.run_prep import renderer_for
 from services.settings import Settings
 
-MAX_MEMORY_CHARS = 400
 # Greedy answers of small models loop on one sentence; no trigram is said twice.
 NO_REPEAT_NGRAM = 3
 _TAG = re.compile(r"</?(?:assistant|user|thought|world|instruction|action)>")
@@ -153,21 +154,9 @@ def ask(
 
 
 def messages_for(profile: str, question: str, hits: list[SearchHit]) -> list[dict[str, str]]:
-    lines = []
-    for hit in hits:
-        text = " ".join(hit.text.split())
-        lines.append(
-            "- " + (text[: MAX_MEMORY_CHARS - 3] + "..." if len(text) > MAX_MEMORY_CHARS else text)
-        )
-    context = "\n".join(lines) or "- (none)"
-    system = (
-        f"You are {profile}. Answer in {profile}'s own voice, using these memories where "
-        f"they help:\n{context}"
-    )
-    return [
-        {"role": "system", "content": system},
-        {"role": "user", "content": f"<user>{question}</user>"},
-    ]
+    """The prompt policy's messages (:mod:`services.persona_prompt`): the persona's system
+    message holding the retrieved memories, the one its training samples carry."""
+    return ask_messages(profile, question, [h.text for h in hits])
 
 
 def clean(text: str) -> str:

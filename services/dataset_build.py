@@ -16,6 +16,12 @@ and writes into ``out_dir``:
   excluded_examples, mode_filter, max_samples, contamination, schema, files},
   "metrics": ...}``. The training run adds its own keys (config, timings, gate).
 
+A profile's dataset (``persona`` given) is rendered under the prompt policy
+(:mod:`services.persona_prompt`): every chat sample's ``messages`` start with the
+persona's system message, the one ``ask`` and Ollama serve with, and a deterministic
+share of the training samples carry memories of the profile in it, as ``ask`` shows
+retrieved ones.
+
 Selection: samples of the mode filter (all when None), not excluded, highest quality
 first, ties by memory id, at most ``max_samples``. Output order is that order.
 
@@ -52,6 +58,7 @@ from services.curation.sample import Sample
 from services.durable import fsync_dir, json_text, jsonl_text, write_json, write_text
 from services.memories.model import Memory
 from services.metrics import dataset_metrics
+from services.persona_prompt import training_context, with_system
 from services.schemas import ChatSchema, SchemaError
 
 CURATED_MEMORIES = "curated_memories.json"
@@ -132,8 +139,17 @@ def _schema_info(renderer: RendererLike) -> dict[str, Any]:
     }
 
 
-def render_line(sample: Sample, renderer: RendererLike) -> dict[str, Any]:
+def render_line(
+    sample: Sample,
+    renderer: RendererLike,
+    persona: str | None = None,
+    memories: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One ``fine_tune_dataset.jsonl`` line. With ``persona`` a chat sample starts with the
+    persona's system message (``services.persona_prompt``), holding ``memories``."""
     messages = sample.messages()
+    if persona is not None and sample.kind != "continuation":
+        messages = with_system(persona, messages, memories)
     try:
         if sample.kind == "continuation":
             prompt, completion = "", renderer.continuation(sample.response_text)
@@ -158,6 +174,26 @@ def render_line(sample: Sample, renderer: RendererLike) -> dict[str, Any]:
     }
 
 
+def render_lines(
+    selected: Sequence[Sample],
+    memories: Sequence[Memory],
+    renderer: RendererLike,
+    persona: str | None,
+) -> tuple[dict[str, Any], ...]:
+    """The dataset's lines; with ``persona``, a share of the training samples carries
+    memories of the profile the way ``ask`` shows retrieved ones (eval samples never do:
+    the gate scores what the model learned)."""
+    texts = [(m.id, m.text) for m in memories]
+    own = dict(texts)
+    lines = []
+    for s in selected:
+        context: list[str] = []
+        if persona is not None and s.split == "train" and s.kind != "continuation":
+            context = training_context(s.memory_id, own.get(s.memory_id), texts)
+        lines.append(render_line(s, renderer, persona, context))
+    return tuple(lines)
+
+
 def select_samples(
     samples: Sequence[Sample], *, mode: str | None, max_samples: int | None
 ) -> list[Sample]:
@@ -180,12 +216,15 @@ def build_dataset(
     rules: CurationRules,
     mode_configs: Mapping[str, ModeConfig] | None = None,
     created: datetime | None = None,
+    persona: str | None = None,
 ) -> DatasetSummary:
     """Select, check, render and write the dataset into ``out_dir`` (see the module doc).
 
     ``mode_configs`` (mode -> config) gives the metrics' sample-count warnings; the
-    shipped ``etc/modes`` configs when None. Raises :class:`ContaminationError` (after
-    writing a failed ``run-summary.json``) or :class:`DatasetError`.
+    shipped ``etc/modes`` configs when None. ``persona`` (the profile's name) renders chat
+    samples under the prompt policy (:func:`render_lines`). Raises
+    :class:`ContaminationError` (after writing a failed ``run-summary.json``) or
+    :class:`DatasetError`.
     """
     if mode is not None and mode not in MODES:
         raise DatasetError(f"unknown mode {mode!r}; the modes are {', '.join(MODES)}")
@@ -200,59 +239,22 @@ def build_dataset(
         mode_configs = load_mode_configs()
     out_dir = Path(out_dir)
     stamp = (created or datetime.now(UTC)).isoformat(timespec="seconds")
-
     in_mode = [s for s in samples if mode is None or s.mode == mode]
-    excluded = sorted((s for s in in_mode if s.excluded is not None), key=lambda s: s.memory_id)
-    by_reason = Counter(s.excluded_code or "other" for s in excluded)
-    examples: dict[str, dict[str, str]] = {}
-    for s in excluded:
-        examples.setdefault(
-            s.excluded_code or "other", {"id": s.memory_id, "reason": s.excluded or ""}
-        )
-    eligible = len(in_mode) - len(excluded)
     selected = select_samples(in_mode, mode=None, max_samples=max_samples)
-    counts = {
-        "samples": len(samples),
-        "other_modes": len(samples) - len(in_mode),
-        "excluded": len(excluded),
-        "eligible": eligible,
-        "over_max": eligible - len(selected),
-        "selected": len(selected),
-        "train": sum(1 for s in selected if s.split == "train"),
-        "eval": sum(1 for s in selected if s.split == "eval"),
-    }
-    metrics = dataset_metrics(selected, mode_configs, rules.metrics)
     schema = _schema_info(renderer)
-
     common: dict[str, Any] = {
         "out_dir": out_dir,
         "created": stamp,
         "mode": mode,
         "max_samples": max_samples,
-        "counts": counts,
-        "excluded_by_reason": dict(sorted(by_reason.items())),
-        "excluded_examples": dict(sorted(examples.items())),
+        "counts": _counts(samples, in_mode, selected),
+        **_exclusions(in_mode),
         "schema": schema,
-        "metrics": metrics,
+        "metrics": dataset_metrics(selected, mode_configs, rules.metrics),
     }
-
     offenders = contamination(selected, rules)
     if offenders:
-        err = ContaminationError(offenders)
-        failed = DatasetSummary(
-            **common,
-            status="failed",
-            contamination={"ok": False, "offenders": offenders},
-            files=(RUN_SUMMARY,),
-            error=str(err),
-        )
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name in DATASET_FILES:
-            (out_dir / name).unlink(missing_ok=True)
-        write_json(out_dir / RUN_SUMMARY, failed.to_dict(), default=str)
-        fsync_dir(out_dir)
-        raise err
-
+        _fail_contaminated(out_dir, common, offenders)
     by_id = {m.id: m for m in memories}
     missing = [s.memory_id for s in selected if s.memory_id not in by_id]
     if missing:
@@ -260,29 +262,19 @@ def build_dataset(
             f"{len(missing)} selected sample(s) have no memory among those given: "
             f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
         )
-    records = tuple(render_line(s, renderer) for s in selected)
-
-    schema_applied = dict(schema)
-    chat = next((r for r in records if r["kind"] == "chat"), None)
-    prose = next((r for r in records if r["kind"] == "continuation"), None)
-    schema_applied["chat_template"] = renderer.template
-    schema_applied["example"] = (
-        None
-        if chat is None
-        else {k: chat[k] for k in ("id", "mode", "messages", "prompt", "completion", "text")}
-    )
-    schema_applied["continuation_example"] = (
-        None if prose is None else {k: prose[k] for k in ("id", "completion")}
-    )
-
+    records = render_lines(selected, memories, renderer, persona)
     contents = {
         CURATED_MEMORIES: json_text(
             [by_id[s.memory_id].to_record() for s in selected], default=str
         ),
         FORMATTED_SAMPLES: json_text(
-            [{**s.to_record(), "messages": s.messages()} for s in selected], default=str
+            [
+                {**s.to_record(), "messages": r["messages"]}
+                for s, r in zip(selected, records, strict=True)
+            ],
+            default=str,
         ),
-        SCHEMA_APPLIED: json_text(schema_applied, default=str),
+        SCHEMA_APPLIED: json_text(_schema_applied(schema, renderer, records), default=str),
         FINE_TUNE_DATASET: jsonl_text(records),
     }
     result = DatasetSummary(
@@ -297,3 +289,71 @@ def build_dataset(
     write_json(out_dir / RUN_SUMMARY, result.to_dict(), default=str)
     fsync_dir(out_dir)
     return result
+
+
+def _counts(
+    samples: Sequence[Sample], in_mode: Sequence[Sample], selected: Sequence[Sample]
+) -> dict[str, int]:
+    excluded = sum(1 for s in in_mode if s.excluded is not None)
+    eligible = len(in_mode) - excluded
+    return {
+        "samples": len(samples),
+        "other_modes": len(samples) - len(in_mode),
+        "excluded": excluded,
+        "eligible": eligible,
+        "over_max": eligible - len(selected),
+        "selected": len(selected),
+        "train": sum(1 for s in selected if s.split == "train"),
+        "eval": sum(1 for s in selected if s.split == "eval"),
+    }
+
+
+def _exclusions(in_mode: Sequence[Sample]) -> dict[str, Any]:
+    """``excluded_by_reason`` (counts) and ``excluded_examples`` (the first of each)."""
+    excluded = sorted((s for s in in_mode if s.excluded is not None), key=lambda s: s.memory_id)
+    by_reason = Counter(s.excluded_code or "other" for s in excluded)
+    examples: dict[str, dict[str, str]] = {}
+    for s in excluded:
+        examples.setdefault(
+            s.excluded_code or "other", {"id": s.memory_id, "reason": s.excluded or ""}
+        )
+    return {
+        "excluded_by_reason": dict(sorted(by_reason.items())),
+        "excluded_examples": dict(sorted(examples.items())),
+    }
+
+
+def _fail_contaminated(out_dir: Path, common: dict[str, Any], offenders: Any) -> None:
+    """Write the failed ``run-summary.json``, remove an earlier build's files, raise."""
+    err = ContaminationError(offenders)
+    failed = DatasetSummary(
+        **common,
+        status="failed",
+        contamination={"ok": False, "offenders": offenders},
+        files=(RUN_SUMMARY,),
+        error=str(err),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in DATASET_FILES:
+        (out_dir / name).unlink(missing_ok=True)
+    write_json(out_dir / RUN_SUMMARY, failed.to_dict(), default=str)
+    fsync_dir(out_dir)
+    raise err
+
+
+def _schema_applied(
+    schema: dict[str, Any], renderer: RendererLike, records: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    applied = dict(schema)
+    chat = next((r for r in records if r["kind"] == "chat"), None)
+    prose = next((r for r in records if r["kind"] == "continuation"), None)
+    applied["chat_template"] = renderer.template
+    applied["example"] = (
+        None
+        if chat is None
+        else {k: chat[k] for k in ("id", "mode", "messages", "prompt", "completion", "text")}
+    )
+    applied["continuation_example"] = (
+        None if prose is None else {k: prose[k] for k in ("id", "completion")}
+    )
+    return applied

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,6 +10,7 @@ from typing import Any
 
 from services.curation import DEFAULT_ETC_DIR, CurationRules, Sample
 from services.dataset_build import DatasetSummary, RendererLike, build_dataset, render_line
+from services.durable import write_jsonl
 from services.ledger import Ledger
 from services.schemas import Renderer
 from services.training.base_model import parse_spec
@@ -68,6 +68,7 @@ def build_profile_dataset(
         mode=mode,
         max_samples=max_samples,
         rules=rules,
+        persona=profile,
     )
 
 
@@ -125,8 +126,6 @@ def prepare_training_run(
     )
     config.write(run_dir)
     if regression:
-        lines = [render_line(r, renderer) for r in regression if r.eligible]
-        (run_dir / REGRESSION_FILE).write_text(
-            "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
-        )
+        lines = [render_line(r, renderer, profile) for r in regression if r.eligible]
+        write_jsonl(run_dir / REGRESSION_FILE, lines)
     return PreparedRun(run_dir, summary, config, n_train, n_eval)

@@ -10,7 +10,7 @@ from services.curation.config import MODES, CurationError, CurationRules
 from services.curation.sample import Sample
 from services.memories.model import Memory
 
-# The tags of DESIGN.md, used when no rules are given.
+# The default tags (docs/ARCHITECTURE.md), used when no rules are given.
 DEFAULT_TAGS: dict[str, tuple[str, str]] = {
     "dual": ("thought", "world"),
     "emulation": ("user", "assistant"),
@@ -58,6 +58,17 @@ def assign_mode(memory: Memory, rules: CurationRules) -> tuple[str, list[str]]:
         )
         mode = rules.default_mode
     return mode, notes
+
+
+def mode_tags() -> dict[str, tuple[str, str]]:
+    """Mode -> (prompt tag, response tag), from the shipped ``etc/curation.json`` (the
+    default tags when that file cannot be read)."""
+    from services.curation.config import CurationError, load_rules
+
+    try:
+        return _tag_table(load_rules())
+    except CurationError:
+        return dict(DEFAULT_TAGS)
 
 
 def _tag_table(rules: CurationRules | None) -> dict[str, tuple[str, str]]:

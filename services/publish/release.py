@@ -20,11 +20,13 @@ from typing import Any
 
 import structlog
 
+from services.curation.modes import mode_tags
 from services.ledger import Ledger
+from services.persona_prompt import system_message
 from services.publish.errors import PublishError
 from services.publish.local import LocalRegistry
 from services.publish.retention import DEFAULT_KEEP
-from services.schemas import load_schema
+from services.schemas import ChatSchema, load_schema
 from services.training.command import build_merge_command
 
 log = structlog.get_logger(__name__)
@@ -158,6 +160,7 @@ def _to_ollama(
 
     assert cfg.ollama_url is not None
     model_dir = _merge(cfg, run_dir, base) if kind == "lora" else run_dir / "model"
+    schema = load_schema(_family(run_dir))
     with OllamaPublisher(cfg.ollama_url, cfg.ollama_prefix, quantize=cfg.quantize) as pub:
         pub.check()
         published = pub.publish(
@@ -165,8 +168,9 @@ def _to_ollama(
             version,
             model_dir,
             kind="full",
-            schema=load_schema(_family(run_dir)),
-            system=cfg.system,
+            schema=schema,
+            system=cfg.system if cfg.system is not None else system_message(profile),
+            parameters={"stop": served_stops(schema)},
         )
         (run_dir / "Modelfile").write_text(published.modelfile)
         try:
@@ -175,6 +179,13 @@ def _to_ollama(
             pub.delete(profile, version)
             raise
     return published.name, digest
+
+
+def served_stops(schema: ChatSchema) -> list[str]:
+    """What a served answer stops at: the family's stop tokens and every mode's closing
+    tag (an answer ends at its own mode's; another mode's never belongs in it)."""
+    closing = [f"</{response}>" for _, response in mode_tags().values()]
+    return list(dict.fromkeys([*schema.stop, *closing]))
 
 
 def prune(ledger: Ledger, cfg: ReleaseConfig, profile: str) -> list[int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -476,3 +477,56 @@ def test_a_render_failure_names_the_sample_and_writes_nothing(tmp_path: Path) ->
     with pytest.raises(DatasetError, match=f"sample {memories[0].id} .* cannot be rendered"):
         build(tmp_path, memories=memories, renderer=broken)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_profiles_dataset_is_rendered_under_the_prompt_policy(tmp_path: Path) -> None:
+    from services.persona_prompt import system_message
+
+    renderer = Renderer.from_family("smollm")
+    memories = corpus()
+    samples = [curate(m, RULES) for m in memories]
+    # Enough training samples for the share that carries memories to show.
+    samples = [replace(s, split="train") for s in samples]
+    out = tmp_path / "persona"
+    build_dataset(
+        memories,
+        samples,
+        renderer,
+        out,
+        mode=None,
+        max_samples=None,
+        rules=RULES,
+        mode_configs=MODE_CONFIGS,
+        created=CREATED,
+        persona="alice",
+    )
+    rows = read_jsonl(out / FINE_TUNE_DATASET)
+    chats = [r for r in rows if r["kind"] == "chat"]
+    assert chats and all(r["messages"][0]["role"] == "system" for r in chats)
+    assert all(r["messages"][0]["content"].startswith(system_message("alice")) for r in chats)
+    for r in chats:
+        # What is trained is what is served: the system turn is in the rendered prompt.
+        assert r["prompt"].startswith("<|im_start|>system\nYou are alice.")
+        assert (r["prompt"], r["completion"]) == renderer.split(r["messages"])
+    carrying = [r for r in chats if "What you remember:" in r["messages"][0]["content"]]
+    assert 0 < len(carrying) < len(chats)
+    texts = {m.text.split()[0] for m in memories}
+    assert all(any(w in r["messages"][0]["content"] for w in texts) for r in carrying)
+    assert all(r["kind"] != "continuation" or r["prompt"] == "" for r in rows)
+    formatted = json.loads((out / FORMATTED_SAMPLES).read_text())
+    assert [f["messages"] for f in formatted] == [r["messages"] for r in rows]
+    # The same input gives the same file.
+    again = tmp_path / "again"
+    build_dataset(
+        memories,
+        samples,
+        renderer,
+        again,
+        mode=None,
+        max_samples=None,
+        rules=RULES,
+        mode_configs=MODE_CONFIGS,
+        created=CREATED,
+        persona="alice",
+    )
+    assert (again / FINE_TUNE_DATASET).read_bytes() == (out / FINE_TUNE_DATASET).read_bytes()

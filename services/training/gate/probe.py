@@ -15,16 +15,10 @@ from services.training.gate.sets import EvalSample
 
 
 def tag_table() -> dict[str, tuple[str, str]]:
-    """Mode -> (prompt tag, response tag), from ``etc/curation.json`` (DESIGN.md's when that
-    file cannot be read)."""
-    from services.curation import MODES, CurationError, load_rules
-    from services.curation.modes import DEFAULT_TAGS
+    """Mode -> (prompt tag, response tag) (``services.curation.modes.mode_tags``)."""
+    from services.curation.modes import mode_tags
 
-    try:
-        rules = load_rules()
-    except CurationError:
-        return dict(DEFAULT_TAGS)
-    return {mode: rules.tags(mode) for mode in MODES}
+    return mode_tags()
 
 
 def foreign_tags(text: str, mode: str, table: Mapping[str, tuple[str, str]]) -> list[str]:
