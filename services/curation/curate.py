@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from services.curation import sample as S
@@ -72,97 +73,152 @@ def _context(memory: Memory, tags: tuple[str, str]) -> tuple[tuple[dict[str, str
     return tuple(out), notes
 
 
+# Why a sample is excluded: (code, reason for a person).
+Exclusion = tuple[str, str]
+
+
+@dataclass
+class _Pair:
+    """The untagged prompt, the raw response (None: none), the chat context, whether the
+    prompt was made up for a response-only memory, and an exclusion found on the way."""
+
+    prompt: str
+    raw: str | None
+    context: tuple[dict[str, str], ...] = ()
+    synthetic: bool = False
+    excluded: Exclusion | None = None
+
+
+def _raw_response(memory: Memory) -> str | None:
+    return memory.response if memory.response and memory.response.strip() else None
+
+
+def _chat_pair(
+    memory: Memory,
+    rules: CurationRules,
+    tags: tuple[str, str],
+    tool: str | None,
+    notes: list[str],
+) -> _Pair:
+    """The pair of a chat memory; a memory with only content becomes the response to its
+    type's prompt (``no_response_prompts``) or is excluded."""
+    pair = _Pair(prompt=(memory.prompt or "").strip(), raw=_raw_response(memory))
+    pair.context, context_notes = _context(memory, tags)
+    notes.extend(context_notes)
+    mtype = normalize_type(memory.type or "")
+    if pair.raw is None and tool is None:
+        if not pair.prompt:
+            pair.excluded = (S.EMPTY, "the memory has no content and no response")
+        elif mtype in rules.no_response_prompts:
+            # The person's own words (an observation, a journal entry) are what the
+            # model should learn to write: they become the response to a prompt.
+            pair.raw, pair.prompt = pair.prompt, rules.no_response_prompts[mtype]
+            pair.synthetic = True
+            notes.append(
+                f"no response: the content is the response to the {mtype} prompt "
+                "of etc/curation.json"
+            )
+        else:
+            pair.excluded = (
+                S.NO_RESPONSE,
+                f"no response: a {memory.type or 'untyped'} memory with only content "
+                "is not a training pair; add a response, or list its type under "
+                "no_response_prompts in etc/curation.json",
+            )
+    elif not pair.prompt:
+        pair.excluded = (S.NO_PROMPT, "the prompt is empty: the response answers nothing")
+    return pair
+
+
+def _response_text(raw: str | None, tool: str | None, rules: CurationRules) -> tuple[str, bool]:
+    """The cleaned response (filler removed, a tool event's action appended) and whether
+    filler was found."""
+    text, filler = ("", False)
+    if raw is not None:
+        text, filler = remove_filler(raw, rules.filler.phrases, rules.filler.sentences)
+    if tool is not None:
+        text = f"{text}\n{tool}" if text else tool
+    return text, filler
+
+
+def _length_exclusion(
+    text: str, filler: bool, words: int, rules: CurationRules
+) -> Exclusion | None:
+    if not text and filler:
+        return (S.ONLY_FILLER, "the response is only filler; nothing is left to train on")
+    if not text:
+        return (S.EMPTY, "the memory has no content and no response")
+    if words < rules.min_response_words:
+        return (
+            S.TOO_SHORT,
+            f"response has {words} word{'s' if words != 1 else ''}; "
+            f"at least {rules.min_response_words} needed",
+        )
+    return None
+
+
+def _quality(
+    memory: Memory,
+    rules: CurationRules,
+    pair: _Pair,
+    text: str,
+    filler: bool,
+    notes: list[str],
+) -> tuple[float, str]:
+    """The quality and its source: the memory's own score, else the heuristic."""
+    given = given_quality(memory.quality_score, memory.importance)
+    if given is not None:
+        quality, source, note = given
+        if note:
+            notes.append(note)
+        return quality, source
+    quality = heuristic_quality(
+        pair.prompt,
+        text,
+        filler=filler,
+        synthetic_prompt=pair.synthetic,
+        params=rules.quality.heuristic,
+        continuation=memory.format == "prose",
+    )
+    return quality, "heuristic"
+
+
+def _low_quality(quality: float, source: str, rules: CurationRules) -> Exclusion:
+    return (
+        S.LOW_QUALITY,
+        f"quality {quality:g} ({source}) is below the minimum "
+        f"{rules.quality.min_quality:g}; raise the memory's quality_score or importance, "
+        "or lower quality.min_quality in etc/curation.json",
+    )
+
+
 def curate(memory: Memory, rules: CurationRules) -> Sample:
     """The training sample of one memory: mode, tagged pair, cleaned response, quality,
     weight, split, and why it is excluded when it is (see the package docstring)."""
     mode, notes = assign_mode(memory, rules)
     tags = rules.tags(mode)
     prose = memory.format == "prose"
-    kind = "continuation" if prose else "chat"
-    mtype = normalize_type(memory.type or "")
-    excluded: tuple[str, str] | None = None  # (code, reason)
-    synthetic = False
     tool = None if prose else _tool_action(memory)
-    context: tuple[dict[str, str], ...] = ()
-
-    raw = memory.response if memory.response and memory.response.strip() else None
     if prose:
-        prompt = _continuation_prompt(memory, rules)
+        pair = _Pair(prompt=_continuation_prompt(memory, rules), raw=_raw_response(memory))
     else:
-        prompt = (memory.prompt or "").strip()
-        context, context_notes = _context(memory, tags)
-        notes += context_notes
-        if raw is None and tool is None:
-            if not prompt:
-                excluded = (S.EMPTY, "the memory has no content and no response")
-            elif mtype in rules.no_response_prompts:
-                # The person's own words (an observation, a journal entry) are what the
-                # model should learn to write: they become the response to a prompt.
-                raw, prompt, synthetic = prompt, rules.no_response_prompts[mtype], True
-                notes.append(
-                    f"no response: the content is the response to the {mtype} prompt "
-                    "of etc/curation.json"
-                )
-            else:
-                excluded = (
-                    S.NO_RESPONSE,
-                    f"no response: a {memory.type or 'untyped'} memory with only content "
-                    "is not a training pair; add a response, or list its type under "
-                    "no_response_prompts in etc/curation.json",
-                )
-        elif not prompt:
-            excluded = (S.NO_PROMPT, "the prompt is empty: the response answers nothing")
-
-    text, filler = ("", False)
-    if raw is not None:
-        text, filler = remove_filler(raw, rules.filler.phrases, rules.filler.sentences)
-    if tool is not None:
-        text = f"{text}\n{tool}" if text else tool
+        pair = _chat_pair(memory, rules, tags, tool, notes)
+    text, filler = _response_text(pair.raw, tool, rules)
     words = count_words(text)
-
+    excluded = pair.excluded
     if excluded is None:
-        if not text and filler:
-            excluded = (S.ONLY_FILLER, "the response is only filler; nothing is left to train on")
-        elif not text:
-            excluded = (S.EMPTY, "the memory has no content and no response")
-        elif words < rules.min_response_words:
-            excluded = (
-                S.TOO_SHORT,
-                f"response has {words} word{'s' if words != 1 else ''}; "
-                f"at least {rules.min_response_words} needed",
-            )
-
-    given = given_quality(memory.quality_score, memory.importance)
-    if given is not None:
-        quality, source, note = given
-        if note:
-            notes.append(note)
-    else:
-        quality = heuristic_quality(
-            prompt,
-            text,
-            filler=filler,
-            synthetic_prompt=synthetic,
-            params=rules.quality.heuristic,
-            continuation=prose,
-        )
-        source = "heuristic"
+        excluded = _length_exclusion(text, filler, words, rules)
+    quality, source = _quality(memory, rules, pair, text, filler, notes)
     weight = rules.weight_for(quality)
     if excluded is None and weight == 0.0:
-        excluded = (
-            S.LOW_QUALITY,
-            f"quality {quality:g} ({source}) is below the minimum "
-            f"{rules.quality.min_quality:g}; raise the memory's quality_score or importance, "
-            "or lower quality.min_quality in etc/curation.json",
-        )
-
+        excluded = _low_quality(quality, source, rules)
     return Sample(
         memory_id=memory.id,
         mode=mode,
-        kind=kind,
-        prompt=wrap(tags[0], prompt),
+        kind="continuation" if prose else "chat",
+        prompt=wrap(tags[0], pair.prompt),
         response=wrap(tags[1], text),
-        context=context,
+        context=pair.context,
         quality=quality,
         weight=0.0 if excluded else weight,
         split=assign_split(memory.id, rules.eval_share),
