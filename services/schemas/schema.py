@@ -106,66 +106,113 @@ def load_schema(family: str, etc_dir: Path | None = None) -> ChatSchema:
     return _validate(raw, family, path)
 
 
-def _validate(raw: Any, family: str, path: Path) -> ChatSchema:
-    def fail(key: str | None, problem: str) -> SchemaError:
-        return SchemaError(problem, path=path, key=key)
+class _Fields:
+    """The schema file's JSON object, read key by key; each problem is a SchemaError that
+    names the file and the key."""
 
-    if not isinstance(raw, dict):
-        raise fail(None, "the schema must be a JSON object")
-    for key in raw:
-        if key not in _REQUIRED and key not in _OPTIONAL:
-            raise fail(key, "unknown key")
-    for key in _REQUIRED:
-        if key not in raw:
-            raise fail(key, "missing required key")
+    def __init__(self, raw: dict[str, Any], path: Path) -> None:
+        self.raw = raw
+        self.path = path
 
-    def optional_text(key: str) -> str | None:
-        value = raw.get(key)
+    def fail(self, key: str | None, problem: str) -> SchemaError:
+        return SchemaError(problem, path=self.path, key=key)
+
+    def optional_text(self, key: str) -> str | None:
+        value = self.raw.get(key)
         if value is None:
             return None
         if not isinstance(value, str):
-            raise fail(key, f"must be a string or null, got {type(value).__name__}")
+            raise self.fail(key, f"must be a string or null, got {type(value).__name__}")
         if not value:
-            raise fail(key, "must not be empty (use null)")
+            raise self.fail(key, "must not be empty (use null)")
         return value
 
-    def text(key: str) -> str:
-        value = optional_text(key)
+    def text(self, key: str) -> str:
+        value = self.optional_text(key)
         if value is None:
-            raise fail(key, "must be a string, got null")
+            raise self.fail(key, "must be a string, got null")
         return value
 
-    def strings(key: str, *, required: bool = False) -> tuple[str, ...]:
-        value = raw.get(key, [])
+    def strings(self, key: str, *, required: bool = False) -> tuple[str, ...]:
+        value = self.raw.get(key, [])
         if isinstance(value, str) and key == "notes":
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise fail(key, "must be a list of non-empty strings")
+            raise self.fail(key, "must be a list of non-empty strings")
         if required and not value:
-            raise fail(key, "must not be empty")
+            raise self.fail(key, "must not be empty")
         return tuple(value)
 
+
+def _fields(raw: Any, family: str, path: Path) -> _Fields:
+    """The object's keys checked: no unknown one, every required one, the right family."""
+    if not isinstance(raw, dict):
+        raise SchemaError("the schema must be a JSON object", path=path, key=None)
+    fields = _Fields(raw, path)
+    for key in raw:
+        if key not in _REQUIRED and key not in _OPTIONAL:
+            raise fields.fail(key, "unknown key")
+    for key in _REQUIRED:
+        if key not in raw:
+            raise fields.fail(key, "missing required key")
     if raw["family"] != family:
-        raise fail("family", f"is {raw['family']!r} but the file is for {family!r}")
-    chat_template = text("chat_template")
-    eos_token = text("eos_token")
-    tokens = {key: optional_text(key) for key in _TOKEN_KEYS}
-    stop = strings("stop", required=True)
-    ollama_template = text("ollama_template")
-    if "{{" not in ollama_template:
-        raise fail("ollama_template", "is not a Go template (no {{ action }})")
-    parameters = raw["ollama_parameters"]
+        raise fields.fail("family", f"is {raw['family']!r} but the file is for {family!r}")
+    return fields
+
+
+def _ollama_template(fields: _Fields) -> str:
+    template = fields.text("ollama_template")
+    if "{{" not in template:
+        raise fields.fail("ollama_template", "is not a Go template (no {{ action }})")
+    return template
+
+
+def _ollama_parameters(fields: _Fields, stop: tuple[str, ...]) -> dict[str, Any]:
+    parameters = fields.raw["ollama_parameters"]
     if not isinstance(parameters, dict):
-        raise fail("ollama_parameters", "must be an object")
+        raise fields.fail("ollama_parameters", "must be an object")
     if "stop" in parameters and parameters["stop"] != list(stop):
-        raise fail("ollama_parameters", "its 'stop' differs from the schema's 'stop'")
-    name_patterns = strings("name_patterns")
-    for pattern in name_patterns:
+        raise fields.fail("ollama_parameters", "its 'stop' differs from the schema's 'stop'")
+    return parameters
+
+
+def _name_patterns(fields: _Fields) -> tuple[str, ...]:
+    patterns = fields.strings("name_patterns")
+    for pattern in patterns:
         try:
             re.compile(pattern)
         except re.error as exc:
-            raise fail("name_patterns", f"invalid regular expression {pattern!r}: {exc}") from exc
+            raise fields.fail(
+                "name_patterns", f"invalid regular expression {pattern!r}: {exc}"
+            ) from exc
+    return patterns
 
+
+def _check_renders(schema: ChatSchema, fields: _Fields) -> None:
+    """The template must compile and render the simplest conversation in both modes."""
+    try:
+        compiled = _jinja.compile_template(schema.chat_template)
+        for add_generation_prompt in (False, True):
+            _jinja.render(
+                compiled,
+                [{"role": "user", "content": "hi"}],
+                add_generation_prompt=add_generation_prompt,
+                special_tokens=schema.special_tokens,
+                template_kwargs={},
+            )
+    except jinja2.TemplateError as exc:
+        raise fields.fail("chat_template", f"does not render: {exc}") from exc
+
+
+def _validate(raw: Any, family: str, path: Path) -> ChatSchema:
+    fields = _fields(raw, family, path)
+    chat_template = fields.text("chat_template")
+    eos_token = fields.text("eos_token")
+    tokens = {key: fields.optional_text(key) for key in _TOKEN_KEYS}
+    stop = fields.strings("stop", required=True)
+    ollama_template = _ollama_template(fields)
+    parameters = _ollama_parameters(fields, stop)
+    name_patterns = _name_patterns(fields)
     schema = ChatSchema(
         family=family,
         chat_template=chat_template,
@@ -176,27 +223,15 @@ def _validate(raw: Any, family: str, path: Path) -> ChatSchema:
         ollama_template=ollama_template,
         ollama_parameters=parameters,
         unk_token=tokens["unk_token"],
-        ollama_template_name=optional_text("ollama_template_name"),
-        ollama_system=optional_text("ollama_system"),
-        model_types=strings("model_types"),
+        ollama_template_name=fields.optional_text("ollama_template_name"),
+        ollama_system=fields.optional_text("ollama_system"),
+        model_types=fields.strings("model_types"),
         name_patterns=name_patterns,
-        template_markers=strings("template_markers"),
-        hf_models=strings("hf_models"),
-        notes=strings("notes"),
-        sources=strings("sources"),
+        template_markers=fields.strings("template_markers"),
+        hf_models=fields.strings("hf_models"),
+        notes=fields.strings("notes"),
+        sources=fields.strings("sources"),
         path=path,
     )
-    # The template must compile and render the simplest conversation in both modes.
-    try:
-        compiled = _jinja.compile_template(chat_template)
-        for add_generation_prompt in (False, True):
-            _jinja.render(
-                compiled,
-                [{"role": "user", "content": "hi"}],
-                add_generation_prompt=add_generation_prompt,
-                special_tokens=schema.special_tokens,
-                template_kwargs={},
-            )
-    except jinja2.TemplateError as exc:
-        raise fail("chat_template", f"does not render: {exc}") from exc
+    _check_renders(schema, fields)
     return schema
