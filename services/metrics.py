@@ -19,6 +19,7 @@ Shares are fractions (0..1) rounded to 4 places; the average to 2.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from services.curation.config import MODES, MetricThresholds, ModeConfig
@@ -33,50 +34,77 @@ def _share(n: int, total: int) -> float:
     return round(n / total, 4) if total else 0.0
 
 
-def dataset_metrics(
-    samples: Iterable[Sample],
-    mode_rules: Mapping[str, ModeConfig] | None,
-    thresholds: MetricThresholds | None = None,
-) -> dict[str, Any]:
-    """The metrics of a dataset; ``mode_rules`` (mode -> config) gives the sample-count
-    warnings, ``thresholds`` the good/bad limits (the seed values when None)."""
-    t = thresholds or MetricThresholds()
-    items = list(samples)
+@dataclass(frozen=True)
+class _Measures:
+    """What is measured of the samples, before it is judged."""
+
+    total: int
+    avg: float
+    short: float
+    long_: float
+    filler: float
+    counts: dict[str, int]  # per mode, every mode listed
+
+    def modes(self) -> dict[str, dict[str, Any]]:
+        return {m: {"count": n, "share": _share(n, self.total)} for m, n in self.counts.items()}
+
+    def low_modes(self, t: MetricThresholds) -> list[str]:
+        """The present modes whose share is at most ``min_mode_share``."""
+        return sorted(
+            m for m, n in self.counts.items() if n and _share(n, self.total) <= t.min_mode_share
+        )
+
+
+def _measure(items: list[Sample], t: MetricThresholds) -> _Measures:
     total = len(items)
     words = [s.assistant_words for s in items]
-    avg = round(sum(words) / total, 2) if total else 0.0
-    short = _share(sum(1 for w in words if w <= t.short_words), total)
-    long_ = _share(sum(1 for w in words if w > t.long_words), total)
-    filler = _share(sum(1 for s in items if s.filler), total)
     counts = {m: 0 for m in MODES}
     for s in items:
         counts[s.mode] = counts.get(s.mode, 0) + 1
-    modes = {m: {"count": n, "share": _share(n, total)} for m, n in counts.items()}
+    return _Measures(
+        total=total,
+        avg=round(sum(words) / total, 2) if total else 0.0,
+        short=_share(sum(1 for w in words if w <= t.short_words), total),
+        long_=_share(sum(1 for w in words if w > t.long_words), total),
+        filler=_share(sum(1 for s in items if s.filler), total),
+        counts=counts,
+    )
 
+
+def _judge(m: _Measures, t: MetricThresholds) -> dict[str, bool]:
+    """Each indicator: whether it is good."""
     lo, hi = t.avg_assistant_words
-    low_modes = sorted(m for m, v in modes.items() if v["count"] and v["share"] <= t.min_mode_share)
-    empty = total == 0
-    avg_good = lo <= avg <= hi
-    short_good = short > t.min_short_share
-    filler_good = filler < t.max_filler_share
-
-    def indicator(value: Any, target: str, good: bool) -> dict[str, Any]:
-        return {"value": value, "target": target, "good": None if empty else good}
-
-    indicators = {
-        "avg_assistant_words": indicator(avg, f"{lo:g}-{hi:g} words", avg_good),
-        "short_share": indicator(short, f"> {t.min_short_share:g}", short_good),
-        "filler_share": indicator(filler, f"< {t.max_filler_share:g}", filler_good),
-        "mode_balance": indicator(
-            {m: v["share"] for m, v in modes.items() if v["count"]},
-            f"every present mode > {t.min_mode_share:g}",
-            not low_modes,
-        ),
+    return {
+        "avg_assistant_words": lo <= m.avg <= hi,
+        "short_share": m.short > t.min_short_share,
+        "filler_share": m.filler < t.max_filler_share,
+        "mode_balance": not m.low_modes(t),
     }
 
-    warnings: list[str] = []
-    if empty:
-        warnings.append("the dataset is empty: no sample is eligible")
+
+def _indicators(m: _Measures, t: MetricThresholds) -> dict[str, dict[str, Any]]:
+    lo, hi = t.avg_assistant_words
+    values: dict[str, tuple[Any, str]] = {
+        "avg_assistant_words": (m.avg, f"{lo:g}-{hi:g} words"),
+        "short_share": (m.short, f"> {t.min_short_share:g}"),
+        "filler_share": (m.filler, f"< {t.max_filler_share:g}"),
+        "mode_balance": (
+            {mode: v["share"] for mode, v in m.modes().items() if v["count"]},
+            f"every present mode > {t.min_mode_share:g}",
+        ),
+    }
+    good = _judge(m, t)
+    return {
+        key: {"value": value, "target": target, "good": None if m.total == 0 else good[key]}
+        for key, (value, target) in values.items()
+    }
+
+
+def _count_warnings(
+    counts: Mapping[str, int], mode_rules: Mapping[str, ModeConfig] | None
+) -> list[str]:
+    """Each present mode's count against its ``min_samples`` and ``recommended_samples``."""
+    warnings = []
     for mode, n in counts.items():
         cfg = (mode_rules or {}).get(mode)
         if not n or cfg is None:
@@ -91,31 +119,55 @@ def dataset_metrics(
             warnings.append(
                 f"{mode}: {_count(n)}, below recommended_samples {req.recommended_samples}"
             )
-    if not empty:
-        if not avg_good:
-            warnings.append(f"average response length {avg:g} words is outside {lo:g}-{hi:g}")
-        if not short_good:
-            warnings.append(
-                f"{short:.1%} of responses are short (<= {t.short_words} words); "
-                f"more than {t.min_short_share:.0%} is better"
-            )
-        if not filler_good:
-            warnings.append(
-                f"{filler:.1%} of responses had filler; below {t.max_filler_share:.0%} is better"
-            )
-        for m in low_modes:
-            warnings.append(
-                f"{m}: {modes[m]['share']:.1%} of samples; every present mode should be "
-                f"above {t.min_mode_share:.0%}"
-            )
+    return warnings
 
+
+def _indicator_warnings(m: _Measures, t: MetricThresholds) -> list[str]:
+    """One warning per bad indicator of a dataset that is not empty."""
+    lo, hi = t.avg_assistant_words
+    good = _judge(m, t)
+    warnings = []
+    if not good["avg_assistant_words"]:
+        warnings.append(f"average response length {m.avg:g} words is outside {lo:g}-{hi:g}")
+    if not good["short_share"]:
+        warnings.append(
+            f"{m.short:.1%} of responses are short (<= {t.short_words} words); "
+            f"more than {t.min_short_share:.0%} is better"
+        )
+    if not good["filler_share"]:
+        warnings.append(
+            f"{m.filler:.1%} of responses had filler; below {t.max_filler_share:.0%} is better"
+        )
+    for mode in m.low_modes(t):
+        warnings.append(
+            f"{mode}: {_share(m.counts[mode], m.total):.1%} of samples; every present mode "
+            f"should be above {t.min_mode_share:.0%}"
+        )
+    return warnings
+
+
+def dataset_metrics(
+    samples: Iterable[Sample],
+    mode_rules: Mapping[str, ModeConfig] | None,
+    thresholds: MetricThresholds | None = None,
+) -> dict[str, Any]:
+    """The metrics of a dataset; ``mode_rules`` (mode -> config) gives the sample-count
+    warnings, ``thresholds`` the good/bad limits (the seed values when None)."""
+    t = thresholds or MetricThresholds()
+    m = _measure(list(samples), t)
+    warnings: list[str] = []
+    if m.total == 0:
+        warnings.append("the dataset is empty: no sample is eligible")
+    warnings += _count_warnings(m.counts, mode_rules)
+    if m.total:
+        warnings += _indicator_warnings(m, t)
     return {
-        "total": total,
-        "avg_assistant_words": avg,
-        "short_share": short,
-        "long_share": long_,
-        "filler_share": filler,
-        "modes": modes,
-        "indicators": indicators,
+        "total": m.total,
+        "avg_assistant_words": m.avg,
+        "short_share": m.short,
+        "long_share": m.long_,
+        "filler_share": m.filler,
+        "modes": m.modes(),
+        "indicators": _indicators(m, t),
         "warnings": warnings,
     }
