@@ -42,77 +42,88 @@ def is_qa(text: str) -> bool:
     return False
 
 
-def parse_qa(text: str) -> list[Memory | Problem]:
-    out: list[Memory | Problem] = []
-    # The open pair: the line of its Q:, the question lines, the answer lines (None
-    # until its A:), and a problem that spoils it.
-    q_line = 0
-    question: list[str] = []
+@dataclass
+class _OpenPair:
+    """The open pair: the line of its Q:, the question lines, the answer lines (None
+    until its A:), and a problem that spoils it."""
+
+    q_line: int
+    question: list[str]
     answer: list[str] | None = None
     spoiled: str | None = None
 
-    def close() -> None:
-        if not q_line:
-            return
-        locator = f"line {q_line}"
-        if spoiled:
-            out.append(Problem(f"{locator}: {spoiled}", locator))
-            return
-        if answer is None:
-            out.append(
-                Problem(
-                    f"{locator}: the question has no answer (no A: line after it); "
-                    "add an A: line or remove the question",
-                    locator,
-                )
+    def take_answer(self, number: int, first: str) -> None:
+        """An A: line: the pair's answer starts, or, for a second one, the pair is spoiled."""
+        if self.answer is None:
+            self.answer = [first]
+        elif not self.spoiled:
+            self.spoiled = (
+                f"a second A: (line {number}) for the same question; merge the answers "
+                "or add a Q: between them"
             )
-            return
-        prompt, response = "\n".join(question).strip(), "\n".join(answer).strip()
+
+    def take_line(self, line: str) -> None:
+        """Any other line continues the answer, or the question before its A:."""
+        if self.answer is not None:
+            self.answer.append(line)
+        else:
+            self.question.append(line)
+
+    def close(self) -> Memory | Problem:
+        """The pair's memory, or the problem that keeps it out."""
+        locator = f"line {self.q_line}"
+        if self.spoiled:
+            return Problem(f"{locator}: {self.spoiled}", locator)
+        if self.answer is None:
+            return Problem(
+                f"{locator}: the question has no answer (no A: line after it); "
+                "add an A: line or remove the question",
+                locator,
+            )
+        prompt, response = "\n".join(self.question).strip(), "\n".join(self.answer).strip()
         if not prompt or not response:
             empty = "question" if not prompt else "answer"
-            out.append(
-                Problem(f"{locator}: the {empty} is empty; fill it in or remove the pair", locator)
+            return Problem(
+                f"{locator}: the {empty} is empty; fill it in or remove the pair", locator
             )
-            return
         try:
-            out.append(
-                record_memory(
-                    format="qa",
-                    type="conversation",
-                    prompt=prompt,
-                    response=response,
-                    obj={},
-                    locator=locator,
-                )
+            return record_memory(
+                format="qa",
+                type="conversation",
+                prompt=prompt,
+                response=response,
+                obj={},
+                locator=locator,
             )
         except RecordError as exc:
-            out.append(Problem(f"{locator}: {exc}", locator))
+            return Problem(f"{locator}: {exc}", locator)
 
+
+def _answer_without_question(number: int) -> Problem:
+    return Problem(
+        f"line {number}: an A: answer without a Q: question before it; "
+        "add the question or remove the answer",
+        f"line {number}",
+    )
+
+
+def parse_qa(text: str) -> list[Memory | Problem]:
+    out: list[Memory | Problem] = []
+    pair: _OpenPair | None = None
     for number, line in enumerate(text.split("\n"), 1):
         if m := _Q.match(line):
-            close()
-            q_line, question, answer, spoiled = number, [m.group(1)], None, None
+            if pair is not None:
+                out.append(pair.close())
+            pair = _OpenPair(number, [m.group(1)])
         elif m := _A.match(line):
-            if not q_line:
-                out.append(
-                    Problem(
-                        f"line {number}: an A: answer without a Q: question before it; "
-                        "add the question or remove the answer",
-                        f"line {number}",
-                    )
-                )
-            elif answer is None:
-                answer = [m.group(1)]
-            elif not spoiled:
-                spoiled = (
-                    f"a second A: (line {number}) for the same question; merge the answers "
-                    "or add a Q: between them"
-                )
-        elif answer is not None:
-            answer.append(line)
-        elif q_line:
-            question.append(line)
-    close()
+            if pair is None:
+                out.append(_answer_without_question(number))
+            else:
+                pair.take_answer(number, m.group(1))
+        elif pair is not None:
+            pair.take_line(line)
+    if pair is not None:
+        out.append(pair.close())
     return out
 
 
