@@ -205,6 +205,22 @@ class ResolvedConfig:
             ) from exc
 
 
+class _Layers:
+    """The configuration merged so far, the layer that set each key, and the files read."""
+
+    def __init__(self) -> None:
+        self.merged: dict[str, Any] = TrainingConfig().model_dump()
+        self.sources = {key: "default" for key in _flatten(self.merged)}
+        self.files: dict[str, str] = {}
+
+    def apply(self, layer: str, data: dict[str, Any], source: str) -> None:
+        """Merge ``data`` over the configuration; it must stay valid."""
+        candidate = _deep_merge(self.merged, data)
+        _validate(candidate, source)
+        self.merged = candidate
+        self.sources.update({key: layer for key in _flatten(data)})
+
+
 def resolve_config(
     *,
     base_model: Path,
@@ -221,61 +237,62 @@ def resolve_config(
             f"must be one of {', '.join(KINDS)}, not {kind!r}", source="job", key="kind"
         )
     info = probe(base_model)
-    merged: dict[str, Any] = TrainingConfig().model_dump()
-    sources = {key: "default" for key in _flatten(merged)}
-    files: dict[str, str] = {}
-
-    def apply(layer: str, data: dict[str, Any], source: str) -> None:
-        nonlocal merged
-        candidate = _deep_merge(merged, data)
-        _validate(candidate, source)
-        merged = candidate
-        sources.update({key: layer for key in _flatten(data)})
-
-    apply("smart", _smart_defaults(info, kind, n_samples), "smart defaults")
-
+    layers = _Layers()
+    layers.apply("smart", _smart_defaults(info, kind, n_samples), "smart defaults")
     global_path = etc_dir / GLOBAL_FILE
-    global_data: dict[str, Any] = {}
-    if global_path.exists():
-        files["global"] = str(global_path)
-        global_data = _read_json(global_path)
-        _check_keys(global_data, {"training", "dataset", "presets"}, str(global_path))
-        for data in _file_layers(global_data, kind, str(global_path), strict_dataset=True):
-            apply("global", data, str(global_path))
-
+    global_data = _apply_global(layers, global_path, kind)
     if mode is not None:
-        if not re.fullmatch(r"[a-z][a-z0-9_-]*", mode):
-            raise TrainingConfigError(f"not a mode name: {mode!r}", source="job", key="mode")
-        mode_path = etc_dir / "modes" / f"{mode}-config.json"
-        if not mode_path.exists():
-            raise TrainingConfigError(f"no config for mode {mode!r}", source=str(mode_path))
-        files["mode"] = str(mode_path)
-        mode_data = _read_json(mode_path)
-        for data in _file_layers(mode_data, kind, str(mode_path), strict_dataset=False):
-            apply("mode", data, str(mode_path))
-
+        _apply_mode(layers, etc_dir, mode, kind)
     if preset is not None:
-        presets = _presets(global_data, str(global_path))
-        if preset not in presets:
-            raise TrainingConfigError(
-                f"unknown preset {preset!r} (one of {', '.join(sorted(presets))})",
-                source="job",
-                key="preset",
-            )
-        apply("preset", presets[preset], f"preset {preset!r}")
-
-    apply("job", _undot(job_args), "job arguments")
+        _apply_preset(layers, _presets(global_data, str(global_path)), preset)
+    layers.apply("job", _undot(job_args), "job arguments")
     return ResolvedConfig(
-        config=_validate(merged, "resolved config"),
-        sources=sources,
+        config=_validate(layers.merged, "resolved config"),
+        sources=layers.sources,
         kind=kind,
         mode=mode,
         preset=preset,
         base_model=str(base_model),
         model=info,
         n_samples=n_samples,
-        files=files,
+        files=layers.files,
     )
+
+
+def _apply_global(layers: _Layers, path: Path, kind: str) -> dict[str, Any]:
+    """Apply ``etc/fine-tune-config.json`` when there is one; returns its data ({} when
+    there is none), which may define presets."""
+    if not path.exists():
+        return {}
+    layers.files["global"] = str(path)
+    data = _read_json(path)
+    _check_keys(data, {"training", "dataset", "presets"}, str(path))
+    for layer in _file_layers(data, kind, str(path), strict_dataset=True):
+        layers.apply("global", layer, str(path))
+    return data
+
+
+def _apply_mode(layers: _Layers, etc_dir: Path, mode: str, kind: str) -> None:
+    """Apply ``etc/modes/<mode>-config.json``, which must exist."""
+    if not re.fullmatch(r"[a-z][a-z0-9_-]*", mode):
+        raise TrainingConfigError(f"not a mode name: {mode!r}", source="job", key="mode")
+    path = etc_dir / "modes" / f"{mode}-config.json"
+    if not path.exists():
+        raise TrainingConfigError(f"no config for mode {mode!r}", source=str(path))
+    layers.files["mode"] = str(path)
+    data = _read_json(path)
+    for layer in _file_layers(data, kind, str(path), strict_dataset=False):
+        layers.apply("mode", layer, str(path))
+
+
+def _apply_preset(layers: _Layers, presets: dict[str, dict[str, Any]], preset: str) -> None:
+    if preset not in presets:
+        raise TrainingConfigError(
+            f"unknown preset {preset!r} (one of {', '.join(sorted(presets))})",
+            source="job",
+            key="preset",
+        )
+    layers.apply("preset", presets[preset], f"preset {preset!r}")
 
 
 def _smart_defaults(info: ModelInfo, kind: str, n_samples: int) -> dict[str, Any]:
