@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-done
 
-.PHONY: setup run test lint clean install-systemd
+.PHONY: setup run test test-fast lint clean install-systemd
 
 setup: $(STAMP)
 
@@ -25,6 +25,12 @@ run: setup
 test: setup
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest -q; rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+# The quick tier: every package's fast tests, without the slow, model-training and
+# reliability tests (markers in tests/conftest.py). Under 2 minutes on two CPU cores.
+test-fast: setup
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(VENV)/bin/pytest -q \
+	  -m "not slow and not training and not reliability"
 
 lint: setup
 	$(VENV)/bin/ruff check daemon services tests bench

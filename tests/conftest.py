@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shutil
 import tempfile
@@ -56,3 +57,61 @@ def tiny_tokenizer(tiny_model: Path) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model)
+
+
+# ------------------------------------------------------------------ test tiers
+# Markers (registered in pyproject.toml) are given here, by place and by measured time,
+# so the test modules carry none of them:
+#   reliability  everything under tests/reliability (real daemons killed, fuzzed, soaked)
+#   daemon       everything under tests/daemon (the process, its socket, CLI and jobs)
+#   training     a test on the tiny model (the tiny_model fixture, directly or through
+#                another fixture) or one that runs the training child (run_child)
+#   slow         a test that takes about 3 s or more on two shared CPU cores (measured
+#                with --durations), listed below by module or node id (fnmatch; `*` spans folders)
+# `make test-fast` runs -m "not slow and not training and not reliability"; `make test`
+# runs everything.
+TIERS = {"reliability": "tests/reliability/", "daemon": "tests/daemon/"}
+TRAINING_FIXTURES = {"tiny_model"}
+SLOW = (
+    "tests/test_install.py::*",
+    # tests/daemon
+    "*/test_demo.py::*",
+    "*/test_jobs_e2e.py::*",
+    "*/test_ingest_e2e.py::*",  # one daemon; later tests build on the first one's profiles
+    "*/test_status_view.py::test_watch_survives_a_daemon_restart",
+    "*/test_dataset_cli.py::test_dataset_of_a_mixed_profile",
+    "*/test_dataset_cli.py::test_contaminated_dataset_fails_with_ids_and_tags",
+    "*/test_process.py::test_runs_with_no_config_notifies_ready_*",
+    "*/test_process.py::test_second_instance_is_refused",
+    "*/test_supervisor.py::test_a_child_ignoring_sigterm_is_killed",
+    "*/test_supervisor.py::test_a_hung_child_times_out_and_its_group_is_gone",
+    "*/test_supervisor.py::test_real_lora_training_of_a_tiny_model",
+    # tests/services
+    "*/test_eval_gate.py::*",
+    "*/test_training_child.py::*",
+    "*/test_generation.py::test_the_cli_*",
+    "*/test_generation.py::test_no_repeat_ngram_*",
+    "*/test_training_light_imports.py::*",
+    "*/test_training_base_model.py::test_smollm2_gguf_converts_*",
+    "*/test_training_modelinfo.py::test_the_embedded_smollm2_gguf_is_tiny",
+    "*/test_memories_properties.py::test_arbitrary_json_values",
+    "*/test_memories_properties.py::test_arbitrary_json_lines",
+    "*/test_schemas_models.py::test_embedded_smollm2_gguf",
+)
+
+
+def _tiers(item: pytest.Item) -> set[str]:
+    path = item.path.resolve().relative_to(REPO).as_posix()
+    tiers = {tier for tier, folder in TIERS.items() if path.startswith(folder)}
+    fixtures = set(getattr(item, "fixturenames", ()))
+    if fixtures & TRAINING_FIXTURES or hasattr(getattr(item, "module", None), "run_child"):
+        tiers.add("training")
+    if any(fnmatch.fnmatchcase(item.nodeid, pattern) for pattern in SLOW):
+        tiers.add("slow")
+    return tiers
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for tier in sorted(_tiers(item)):
+            item.add_marker(tier)
