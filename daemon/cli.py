@@ -29,43 +29,66 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--socket", type=Path, dest="socket_path", help="override socket_path")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="personad", description="Keep a personal language model in step with a person."
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+class _Commands:
+    """Adds subcommands: each has the common settings options and, unless told, --json."""
 
-    def command(name: str, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        self._sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(self, name: str, help_text: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        p = self._sub.add_parser(name, help=help_text, description=help_text)
         _common(p)
         if json_flag:
             p.add_argument("--json", action="store_true", help="print the raw JSON result")
         return p
 
-    run = command("run", "run the daemon in the foreground", json_flag=False)
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="personad", description="Keep a personal language model in step with a person."
+    )
+    commands = _Commands(parser)
+    _daemon_commands(commands)
+    _memory_commands(commands)
+    _training_commands(commands)
+    _profile_commands(commands)
+    _model_commands(commands)
+    _dataset_command(commands)
+    return parser
+
+
+def _daemon_commands(commands: _Commands) -> None:
+    """run, ping, status."""
+    run = commands.add("run", "run the daemon in the foreground", json_flag=False)
     run.add_argument("--profiles-dir", type=Path, help="override the profiles_dir setting")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", choices=["auto", "json", "console"])
 
-    command("ping", "check that the daemon answers")
-    status = command("status", "the daemon, its profiles, jobs and schedules")
+    commands.add("ping", "check that the daemon answers")
+    status = commands.add("status", "the daemon, its profiles, jobs and schedules")
     status.add_argument("--watch", action="store_true", help="a live view, refreshed every second")
     status.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     status.add_argument("--iterations", type=int, help=argparse.SUPPRESS)
 
-    search = command("search", "find a profile's memories closest to a query")
+
+def _memory_commands(commands: _Commands) -> None:
+    """search, rejects, reindex."""
+    search = commands.add("search", "find a profile's memories closest to a query")
     search.add_argument("profile")
     search.add_argument("query")
     search.add_argument("-k", type=int, default=5, help="how many results (default 5)")
 
-    rejects = command("rejects", "files and records that could not be ingested, and why")
+    rejects = commands.add("rejects", "files and records that could not be ingested, and why")
     rejects.add_argument("profile", nargs="?")
     rejects.add_argument("--limit", type=int, default=200)
 
-    reindex = command("reindex", "rebuild a profile's vector index from the ledger")
+    reindex = commands.add("reindex", "rebuild a profile's vector index from the ledger")
     reindex.add_argument("profile")
 
-    train = command("train", "queue a training job for a profile")
+
+def _training_commands(commands: _Commands) -> None:
+    """train, jobs, cancel."""
+    train = commands.add("train", "queue a training job for a profile")
     train.add_argument("profile")
     train.add_argument("--kind", choices=["lora", "full"], default="lora")
     train.add_argument("--mode", choices=["dual", "emulation", "agent"])
@@ -75,36 +98,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="train even below the minimum sample counts"
     )
 
-    command("jobs", "training jobs, newest first")
-    cancel = command("cancel", "cancel a queued or running job")
+    commands.add("jobs", "training jobs, newest first")
+    cancel = commands.add("cancel", "cancel a queued or running job")
     cancel.add_argument("job", type=int)
-    versions = command("versions", "a profile's published model versions")
+
+
+def _profile_commands(commands: _Commands) -> None:
+    """versions, rollback, pause, resume: a profile's models and whether it trains."""
+    versions = commands.add("versions", "a profile's published model versions")
     versions.add_argument("profile")
-    rollback = command("rollback", "make an earlier version the active model")
+    rollback = commands.add("rollback", "make an earlier version the active model")
     rollback.add_argument("profile")
     rollback.add_argument("--to", help="the version, e.g. v2 (default: the one before)")
-    pause = command("pause", "stop training a profile (or all); ingest goes on")
+    pause = commands.add("pause", "stop training a profile (or all); ingest goes on")
     pause.add_argument("profile", nargs="?")
-    resume = command("resume", "let a paused profile (or all) train again")
+    resume = commands.add("resume", "let a paused profile (or all) train again")
     resume.add_argument("profile", nargs="?")
 
-    ask = command("ask", "answer a question as the person (their memories + active model)")
+
+def _model_commands(commands: _Commands) -> None:
+    """ask, demo, report: the model answering, the whole cycle, a run's report."""
+    ask = commands.add("ask", "answer a question as the person (their memories + active model)")
     ask.add_argument("profile")
     ask.add_argument("question")
     ask.add_argument("-k", type=int, default=4, help="memories to retrieve (default 4)")
     ask.add_argument("--compare-base", action="store_true", help="also answer with the base model")
 
-    demo = command("demo", "the whole cycle on this machine, offline, in one go")
+    demo = commands.add("demo", "the whole cycle on this machine, offline, in one go")
     demo.add_argument("--dir", type=Path, default=Path("demo"), help="an empty directory (./demo)")
     demo.add_argument("--base-model", default="embedded:smollm2", help=argparse.SUPPRESS)
     demo.add_argument("--family", help=argparse.SUPPRESS)
     demo.add_argument("--train-config", type=json.loads, help=argparse.SUPPRESS)
 
-    report = command("report", "a run's loss curves (PNG), dataset quality, gate and version")
+    report = commands.add("report", "a run's loss curves (PNG), dataset quality, gate and version")
     report.add_argument("target", metavar="RUN_DIR|PROFILE")
     report.add_argument("--out", type=Path, help="where to write the PNG (default: in the run dir)")
 
-    dataset = command(
+
+def _dataset_command(commands: _Commands) -> None:
+    dataset = commands.add(
         "dataset", "build a training dataset from a profile's samples (no daemon needed)"
     )
     dataset.add_argument("profile")
@@ -116,7 +148,6 @@ def build_parser() -> argparse.ArgumentParser:
     family.add_argument("--family", choices=["qwen", "llama", "phi", "gptj", "smollm"])
     family.add_argument("--base-model", help="render with this base model's chat template")
     dataset.add_argument("--out", type=Path, help="directory to write (default: a new run dir)")
-    return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
