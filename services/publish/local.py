@@ -172,42 +172,48 @@ class LocalRegistry:
             raise PublishError("a LoRA adapter needs the base model it was trained on (base=)")
         pdir = self.profile_dir(profile)
         final = pdir / name
+        what = f"{profile}/{name}"
         if final.exists():
-            raise PublishError(
-                f"{profile}/{name} is already published; versions are never replaced"
-            )
-        tmp = pdir / f"{_TMP_PREFIX}{name}-{secrets.token_hex(4)}"
-        try:
-            # The temporary directory is locked from birth until the end: cleanup()
-            # leaves it alone while its publisher lives, and removes it once it is gone.
-            with self._locked(pdir):
-                tmp.mkdir()
-                tmp_fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
-                fcntl.flock(tmp_fd, fcntl.LOCK_EX)
-        except OSError as exc:
-            raise PublishError(f"cannot publish {profile}/{name}: {exc}") from exc
+            raise PublishError(f"{what} is already published; versions are never replaced")
+        tmp, tmp_fd = self._locked_tmp(pdir, name, what)
         try:
             try:
                 self._fill(
                     tmp, artifact, kind=kind, profile=profile, version=version, base=base, info=info
                 )
-                fsync_tree(tmp)
-                with self._locked(pdir):
-                    if final.exists():
-                        raise PublishError(
-                            f"{profile}/{name} was published meanwhile; versions are never replaced"
-                        )
-                    os.rename(tmp, final)
-                    fsync_dir(pdir)
+                self._move_in(tmp, pdir, final, what)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
         except OSError as exc:
-            raise PublishError(f"cannot publish {profile}/{name}: {exc}") from exc
+            raise PublishError(f"cannot publish {what}: {exc}") from exc
         finally:
             os.close(tmp_fd)
         log.info("published a model version", profile=profile, version=version, kind=kind)
         return final
+
+    def _locked_tmp(self, pdir: Path, name: str, what: str) -> tuple[Path, int]:
+        """A new temporary directory for version ``name`` and its open descriptor. It is
+        locked from birth until the end: cleanup() leaves it alone while its publisher
+        lives, and removes it once it is gone."""
+        tmp = pdir / f"{_TMP_PREFIX}{name}-{secrets.token_hex(4)}"
+        try:
+            with self._locked(pdir):
+                tmp.mkdir()
+                tmp_fd = os.open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+                fcntl.flock(tmp_fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            raise PublishError(f"cannot publish {what}: {exc}") from exc
+        return tmp, tmp_fd
+
+    def _move_in(self, tmp: Path, pdir: Path, final: Path, what: str) -> None:
+        """Make the filled ``tmp`` the version directory ``final`` of ``pdir``, durably."""
+        fsync_tree(tmp)
+        with self._locked(pdir):
+            if final.exists():
+                raise PublishError(f"{what} was published meanwhile; versions are never replaced")
+            os.rename(tmp, final)
+            fsync_dir(pdir)
 
     def _fill(
         self,
