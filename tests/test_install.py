@@ -156,6 +156,7 @@ def test_the_installed_cli_builds_a_dataset(installed: Path, tmp_path: Path) -> 
         assert (dataset.parent / name).is_file(), name
 
 
+@pytest.mark.timeout(900)  # the whole cycle, training included, on busy CPUs
 def test_the_installed_demo_ends_with_an_active_v1(
     installed: Path, tmp_path: Path, tiny_model: Path
 ) -> None:
