@@ -35,6 +35,17 @@ def served_system(schema: ChatSchema, system: str | None) -> str | None:
     return schema.ollama_system or None
 
 
+def served_fields(
+    schema: ChatSchema, system: str | None, parameters: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """What a version is created with: ``template``, ``system`` and ``parameters``."""
+    return {
+        "template": schema.ollama_template,
+        "system": served_system(schema, system),
+        "parameters": served_parameters(schema, parameters),
+    }
+
+
 def _quote(value: str, what: str) -> str:
     if TRIPLE in value:
         raise PublishError(f'{what} contains """ and cannot be written to a Modelfile')

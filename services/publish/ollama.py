@@ -32,7 +32,7 @@ from services.publish.artifact import (
     ollama_files,
 )
 from services.publish.errors import PublishError
-from services.publish.modelfile import render_modelfile, served_parameters, served_system
+from services.publish.modelfile import render_modelfile, served_fields
 from services.publish.names import (
     LATEST_TAG,
     model_base,
@@ -136,14 +136,8 @@ class OllamaPublisher:
             source, adapter = str(base_model_dir), str(artifact_dir)
         else:
             source, adapter = str(artifact_dir), None
-        return render_modelfile(
-            source,
-            adapter=adapter,
-            template=schema.ollama_template,
-            system=served_system(schema, system),
-            parameters=served_parameters(schema, parameters),
-            comments=comments,
-        )
+        served = served_fields(schema, system, parameters)
+        return render_modelfile(source, adapter=adapter, comments=comments, **served)
 
     # -- publishing --
 
@@ -179,24 +173,12 @@ class OllamaPublisher:
             parameters=parameters,
             name=name,
         )
-        # What the version serves: its template, system prompt and parameters.
-        served: dict[str, Any] = {
-            "template": schema.ollama_template,
-            "system": served_system(schema, system),
-            "parameters": served_parameters(schema, parameters),
-        }
+        served = served_fields(schema, system, parameters)
         self._check_new(name)
         log.info("publishing to Ollama", model=name, kind=kind, files=len(files))
         try:
             self._create_version(name, kind, files, base_model_dir, served)
-            self._server.verify(
-                name,
-                served["template"],
-                served["parameters"],
-                prompt=self.verify_prompt,
-                tokens=self.verify_tokens,
-                keep_alive=self.keep_alive,
-            )
+            self._verify(name, served)
             digest = self._listed_digest(name)
         except PublishError as exc:
             self._discard(name)
@@ -216,7 +198,7 @@ class OllamaPublisher:
     def _check_new(self, name: str) -> None:
         """The server answers, is recent enough and has no model ``name`` yet."""
         self.check()
-        if name in self._digests():
+        if name in self._server.digests():
             raise PublishError(
                 f"{name} already exists in Ollama; versions are never replaced: publish a new "
                 "version, or delete this one first if it was never activated"
@@ -241,8 +223,18 @@ class OllamaPublisher:
             adapters = self._server.upload(files)
             self._server.create(name, from_=base, adapters=adapters, **served)
 
+    def _verify(self, name: str, served: Mapping[str, Any]) -> None:
+        self._server.verify(
+            name,
+            served["template"],
+            served["parameters"],
+            prompt=self.verify_prompt,
+            tokens=self.verify_tokens,
+            keep_alive=self.keep_alive,
+        )
+
     def _listed_digest(self, name: str) -> str:
-        digest = self._digests().get(name)
+        digest = self._server.digests().get(name)
         if digest is None:
             raise PublishError(f"{name} was created but Ollama does not list it")
         return digest
@@ -267,7 +259,7 @@ class OllamaPublisher:
             ).encode()
         ).hexdigest()[:12]
         name = f"{self.prefix}-base:{key}"
-        if name in self._digests():
+        if name in self._server.digests():
             return name
         log.info("creating the adapters' base model in Ollama", model=name)
         blobs = self._server.upload(files)
@@ -277,7 +269,7 @@ class OllamaPublisher:
     def _discard(self, name: str) -> None:
         """Delete a half-published version (best effort: it is logged when it fails)."""
         try:
-            if name in self._digests():
+            if name in self._server.digests():
                 self._server.delete(name)
                 log.info("deleted a half-published version", model=name)
         except PublishError as exc:
@@ -292,7 +284,7 @@ class OllamaPublisher:
         and PublishError says what failed and what was restored.
         """
         vname, latest = self.name(profile, version), self.name(profile)
-        digests = self._digests()
+        digests = self._server.digests()
         target = digests.get(vname)
         if target is None:
             raise PublishError(
@@ -304,7 +296,7 @@ class OllamaPublisher:
             return target
         try:
             self._server.copy(vname, latest, f"copy {vname} to {latest}")
-            now = self._digests().get(latest)
+            now = self._server.digests().get(latest)
             if now != target:
                 raise PublishError(
                     f"after copying {vname} to {latest}, {latest} has digest {now} but {vname} "
@@ -321,7 +313,7 @@ class OllamaPublisher:
     def _restore(self, profile: str, latest: str, old: str | None, before: dict[str, str]) -> str:
         """Put ``latest`` back to digest ``old``; says what became of it."""
         try:
-            now = self._digests().get(latest)
+            now = self._server.digests().get(latest)
             if now == old:
                 return f"{latest} is unchanged"
             if old is None:
@@ -331,7 +323,7 @@ class OllamaPublisher:
             if source is None:
                 return f"{latest} cannot be restored: no version has its old digest {old}"
             self._server.copy(source, latest, f"copy {source} back to {latest}")
-            if self._digests().get(latest) != old:
+            if self._server.digests().get(latest) != old:
                 return f"{latest} could not be restored to {source}"
             return f"{latest} was restored to {source}"
         except PublishError as exc:
@@ -345,7 +337,7 @@ class OllamaPublisher:
     def deactivate(self, profile: str) -> bool:
         """Delete ``:latest``: no version is active. False when there was none."""
         latest = self.name(profile)
-        if latest not in self._digests():
+        if latest not in self._server.digests():
             return False
         self._server.delete(latest)
         log.info("no version active in Ollama", alias=latest)
@@ -364,11 +356,11 @@ class OllamaPublisher:
 
     def versions(self, profile: str) -> list[int]:
         """The profile's versions on the server, ascending."""
-        return sorted(self._profile_versions(profile, self._digests()))
+        return sorted(self._profile_versions(profile, self._server.digests()))
 
     def active_version(self, profile: str) -> int | None:
         """The version whose digest ``:latest`` has; None when there is no ``:latest``."""
-        digests = self._digests()
+        digests = self._server.digests()
         latest = digests.get(self.name(profile))
         if latest is None:
             return None
@@ -378,7 +370,7 @@ class OllamaPublisher:
     def delete(self, profile: str, version: int) -> bool:
         """Delete ``:v<version>``; False when it was not there. Refuses the active one."""
         name = self.name(profile, version)
-        digests = self._digests()
+        digests = self._server.digests()
         if name not in digests:
             return False
         if digests[name] == digests.get(self.name(profile)):
@@ -396,12 +388,6 @@ class OllamaPublisher:
 
     def _profile_versions(self, profile: str, digests: Mapping[str, str]) -> dict[int, str]:
         return profile_versions(model_base(self.prefix, profile), digests)
-
-    # -- requests --
-
-    def _digests(self) -> dict[str, str]:
-        """{lower-case ``name:tag``: digest} of every model the server lists."""
-        return self._server.digests()
 
 
 def _listing(versions: list[int]) -> str:
