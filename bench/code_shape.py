@@ -40,7 +40,7 @@ def sources() -> dict[str, Path]:
 
 def package_of(module: str) -> str:
     """``services.training.recipe`` -> ``services.training``; ``daemon.app`` -> ``daemon``;
-    a top-level module of ``services`` is a unit of its own (``services.evaluate``)."""
+    a top-level module of ``services`` is a unit of its own (``services.metrics``)."""
     parts = module.split(".")
     return ".".join(parts[:2]) if parts[0] == "services" else parts[0]
 

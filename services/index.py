@@ -47,7 +47,7 @@ __all__ = [
 
 T = TypeVar("T")
 
-# The metadata keys of an indexed memory (DESIGN.md, "The outside contract").
+# The metadata keys of an indexed memory (docs/ARCHITECTURE.md, "The outside contract").
 RESULT_KEYS = ("type", "mode", "timestamp", "source")
 
 MetadataValue = str | int | float | bool
@@ -125,7 +125,7 @@ class SearchHit:
     metadata: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        """The result shape of ``search --json`` (DESIGN.md, "The outside contract")."""
+        """The result shape of ``search --json`` (docs/ARCHITECTURE.md, "The outside contract")."""
         out: dict[str, Any] = {"id": self.id, "score": self.score, "text": self.text}
         for key in RESULT_KEYS:
             out[key] = self.metadata.get(key, "")

@@ -1,4 +1,5 @@
-"""Dataset quality metrics (DESIGN.md): reported in every run summary and in ``status``.
+"""Dataset quality metrics, written to every run summary (docs/ARCHITECTURE.md, "Cognitive
+modes and samples"); ``status`` does not carry them.
 
 ``dataset_metrics`` measures a list of samples (normally those a dataset holds):
 

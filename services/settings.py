@@ -213,7 +213,7 @@ class TriggerSettings(_Section):
 
 
 class Settings(BaseSettings):
-    """personad's settings. Keys are the outside contract (DESIGN.md)."""
+    """personad's settings. Keys are the outside contract (docs/ARCHITECTURE.md, "Settings")."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,

@@ -10,8 +10,9 @@ Decisions (also in the ``notes`` of ``etc/curation.json``):
   type mapping; an invalid value is ignored and noted in ``Sample.notes``. A type that
   no mode lists gets ``default_mode`` (emulation), noted. Prose is always emulation,
   kind ``continuation``. Alpaca records (type ``task``) are agent: instruction
-  following is what ``<instruction>`` -> ``<action>`` teaches, and DESIGN.md lists
-  ``task`` under agent; moving ``task`` in the file changes that.
+  following is what ``<instruction>`` -> ``<action>`` teaches, and docs/ARCHITECTURE.md
+  ("Cognitive modes and samples") lists ``task`` under agent; moving ``task`` in the file
+  changes that.
 - **Tags.** ``prompt`` and ``response`` are wrapped as ``<user>...</user>``,
   ``<assistant>...</assistant>`` (dual: thought/world, agent: instruction/action);
   chat context turns are wrapped in the same mode's tags (user -> prompt tag,
@@ -48,7 +49,8 @@ Decisions (also in the ``notes`` of ``etc/curation.json``):
 - **Contamination**: :func:`find_contamination` lists another mode's tags found in a
   sample (prompt, response or context); :func:`validate_samples` raises
   :class:`ContaminationError` naming every offender. Curation does not exclude such
-  samples: the dataset build fails on them (DESIGN.md), naming the ids to fix.
+  samples: the dataset build fails on them (docs/ARCHITECTURE.md, "Cognitive modes and
+  samples"), naming the ids to fix.
 """
 
 from services.curation.config import (

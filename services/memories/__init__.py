@@ -3,7 +3,7 @@
 Public entry points:
 
 - :func:`parse_bytes` ``(name, data) -> ParseResult``: one file's bytes, format by the
-  name's extension and the records' fields (DESIGN.md, "Memory formats").
+  name's extension and the records' fields (docs/ARCHITECTURE.md, "Memory formats").
 - :func:`read_memory_file` ``(path, max_bytes) -> (ParseResult, sha256 | None)``: the
   same, straight from disk, read-only, for files that may be huge, vanish or loop.
 

@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-# The memory formats of DESIGN.md ("Memory formats").
+# The memory formats of docs/ARCHITECTURE.md ("Memory formats").
 FORMATS = (
     "metahuman",
     "prompt_completion",

@@ -1,4 +1,5 @@
-"""The training configuration and its resolution in layers (DESIGN.md "Training configuration").
+"""The training configuration and its resolution in layers (docs/ARCHITECTURE.md,
+"Training configuration").
 
 Layers, each overriding the one below (the name is what ``ResolvedConfig.sources`` records):
 

@@ -9,8 +9,9 @@ The count comes from, in order of preference:
 3. ``config.json``: an estimate from hidden size, layers, intermediate size and vocabulary;
 4. the weight files' size divided by the size of their dtype.
 
-Size categories (DESIGN.md): tiny < 0.5B <= small < 2B <= medium < 8B <= large < 20B <= xlarge.
-Each category has smart defaults (:data:`CATEGORY_DEFAULTS`) that config resolution uses.
+Size categories (docs/ARCHITECTURE.md, "Training configuration"): tiny < 0.5B <= small < 2B
+<= medium < 8B <= large < 20B <= xlarge. Each category has smart defaults
+(:data:`CATEGORY_DEFAULTS`) that config resolution uses.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ hash embeddings (start-up in about a second, where the local MiniLM takes severa
 fast debounce/settle/reconcile settings, training switched off, and a read-only view
 of the ledger file.
 
-The contract checked (DESIGN.md, "The flow of one memory"; ``MemoryStore.record_file``):
+The contract checked (docs/ARCHITECTURE.md, "The data walk"; ``MemoryStore.record_file``):
 a memory is stored once however often it is delivered, and memories stay in the
 ledger when their file is modified or deleted ("memories the file no longer holds
 stay"). So the ledger must hold the memories of every complete file version the

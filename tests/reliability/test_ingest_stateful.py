@@ -4,7 +4,8 @@ The real daemon (fake-Ollama hash embeddings), driven by the Hypothesis state ma
 tests/reliability/stateful.py: files created whole, written in chunks with pauses,
 renamed into place, duplicated under new names, rewritten, deleted, and the daemon
 stopped by SIGTERM or SIGKILL and started again. The contract asserted at every check
-(DESIGN.md: memories are stored once, and stay when their file changes or is deleted):
+(docs/ARCHITECTURE.md, "The data walk": memories are stored once, and stay when their file
+changes or is deleted):
 the ledger holds the memories of every complete file version the daemon could see,
 each once and all indexed, and no memory of a half-written file.
 """
