@@ -29,7 +29,7 @@ from services.ledger import Job, Ledger, LedgerError
 from services.lifecycle import JobPlan, ProfileHistory, judge, plan_full, plan_lora, skip_reason
 from services.publish.local import LocalRegistry
 from services.publish.release import ReleaseConfig, StaleBase, release
-from services.run_prep import new_run_dir, prepare_training_run
+from services.run_prep import OWN_PROBES, Retrieve, new_run_dir, prepare_training_run
 from services.settings import Settings
 from services.training.command import build_command
 
@@ -55,10 +55,12 @@ class Supervisor:
         *,
         before_training: Callable[[], None] | None = None,
         python: str | None = None,
+        retrieve: Retrieve | None = None,
     ) -> None:
         self.settings = settings
         self.before_training = before_training
         self.python = python
+        self.retrieve = retrieve  # memories for the gate's fidelity probes, as ask finds them
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -175,6 +177,8 @@ class Supervisor:
                 max_samples=s.training.max_samples,
                 samples=planned.samples,
                 regression=planned.regression,
+                retrieve=self.retrieve,
+                probes_file=s.profiles / job.profile / OWN_PROBES,
             )
         except (PersonadError, OSError) as exc:
             return Outcome("failed", f"cannot prepare the run: {exc}", str(exc))

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.curation import DEFAULT_ETC_DIR, CurationRules, Sample
-from services.dataset_build import DatasetSummary, RendererLike, build_dataset, render_line
+from services.curation import DEFAULT_ETC_DIR, CurationError, CurationRules, Sample
+from services.curation.sample import unwrap
+from services.dataset_build import (
+    DatasetSummary,
+    RendererLike,
+    build_dataset,
+    render_line,
+    select_samples,
+)
 from services.durable import write_jsonl
+from services.jsonl import read_objects
 from services.ledger import Ledger
 from services.schemas import Renderer
 from services.training.base_model import parse_spec
@@ -72,6 +80,58 @@ def build_profile_dataset(
     )
 
 
+# (profile, question, k) -> the k closest memories as (id, text), best first.
+Retrieve = Callable[[str, str, int], list[tuple[str, str]]]
+PROBES_FILE = "fidelity_probes.jsonl"  # read by services.training.gate.fidelity
+OWN_PROBES = "probes.jsonl"  # <profiles>/<profile>/probes.jsonl: the person's own probes
+ASK_MEMORIES = 4  # what ask retrieves by default
+
+
+def own_probes(path: Path) -> list[dict[str, str]]:
+    """The person's own held-out questions (``{"question", "reference"}`` per line, other
+    keys ignored); [] without the file. Bad lines raise :class:`CurationError`."""
+    if not path.is_file():
+        return []
+    out = []
+    for where, obj in read_objects(path, what="probes", error=CurationError):
+        q, r = obj.get("question"), obj.get("reference")
+        if not (isinstance(q, str) and q.strip() and isinstance(r, str) and r.strip()):
+            raise CurationError(f"{where}: needs 'question' and 'reference' (non-empty strings)")
+        out.append({"id": str(obj.get("id", where)), "question": q, "reference": r})
+    return out
+
+
+def fidelity_probes(
+    profile: str,
+    held_out: Sequence[Sample],
+    own: Sequence[dict[str, str]],
+    retrieve: Retrieve | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The fidelity check's probes: the person's own first, then held-out emulation
+    samples; each with the memories ``ask`` would retrieve for it, the sample's own memory
+    left out (an answer must come from what the model learned or other memories)."""
+    wanted = [
+        *({**p, "source": "probes"} for p in own),
+        *(
+            {
+                "id": s.memory_id,
+                "question": unwrap(s.prompt),
+                "reference": s.response_text,
+                "source": "held-out",
+            }
+            for s in held_out
+            if s.mode == "emulation" and s.kind == "chat" and s.split == "eval"
+        ),
+    ][:limit]
+    probes = []
+    for p in wanted:
+        hits = retrieve(profile, p["question"], ASK_MEMORIES + 1) if retrieve else []
+        memories = [text for mid, text in hits if mid != p["id"]][:ASK_MEMORIES]
+        probes.append({**p, "profile": profile, "memories": memories})
+    return probes
+
+
 @dataclass(frozen=True)
 class PreparedRun:
     run_dir: Path
@@ -97,11 +157,15 @@ def prepare_training_run(
     samples: Sequence[Sample] | None = None,
     regression: Sequence[Sample] = (),
     etc_dir: Path = DEFAULT_ETC_DIR,
+    retrieve: Retrieve | None = None,
+    probes_file: Path | None = None,
 ) -> PreparedRun:
     """Everything a training child needs in ``run_dir``: the dataset files and the
     resolved ``config.json``, and ``regression.jsonl`` (held-out older samples the
-    evaluation gate checks for forgetting). Raises the services' errors with reasons for
-    people."""
+    evaluation gate checks for forgetting), and ``fidelity_probes.jsonl`` (the person's own
+    probes from ``probes_file`` and held-out samples, with the memories ``retrieve`` finds
+    for each: the gate's persona-fidelity check). Raises the services' errors with reasons
+    for people."""
     renderer = renderer_for(family, base_model)
     summary = build_profile_dataset(
         ledger,
@@ -128,4 +192,16 @@ def prepare_training_run(
     if regression:
         lines = [render_line(r, renderer, profile) for r in regression if r.eligible]
         write_jsonl(run_dir / REGRESSION_FILE, lines)
+    if samples is None:
+        samples = [Sample.from_record(r) for r in ledger.sample_records(profile)]
+    chosen = select_samples(samples, mode=mode, max_samples=max_samples)
+    probes = fidelity_probes(
+        profile,
+        chosen,
+        own_probes(probes_file) if probes_file is not None else [],
+        retrieve,
+        config.config.gate.fidelity_probes,
+    )
+    if probes:
+        write_jsonl(run_dir / PROBES_FILE, probes)
     return PreparedRun(run_dir, summary, config, n_train, n_eval)

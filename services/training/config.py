@@ -95,6 +95,23 @@ class GateSettings(_Strict):
     probe_per_mode: int = Field(
         default=2, ge=0, le=100, description="Samples probed per mode; 0: no probe."
     )
+    fidelity_probes: int = Field(
+        default=8,
+        ge=0,
+        le=200,
+        description="Held-out questions the persona-fidelity check asks (the profile's own "
+        "probes.jsonl first, then held-out emulation samples); 0: no fidelity check.",
+    )
+    fidelity_tokens: int = Field(
+        default=48, ge=1, le=1024, description="Tokens at most per fidelity answer."
+    )
+    fidelity_tolerance: float = Field(
+        default=0.1,
+        ge=0,
+        le=1,
+        description="A candidate's fact recall (with and without retrieval) may fall at most "
+        "this far (absolute share) below its reference's; more is rejected.",
+    )
 
 
 class TrainingConfig(_Strict):

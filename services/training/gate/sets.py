@@ -110,3 +110,20 @@ def chat_renderer(run_dir: Path, tokenizer: Any) -> Render | None:
         return prompt, full[len(prompt) :]
 
     return render
+
+
+def prompt_renderer(run_dir: Path, tokenizer: Any) -> Callable[[list[dict[str, str]]], str] | None:
+    """The prompt of a conversation through the generation prompt, in the run's chat format
+    (as :func:`chat_renderer` chooses it); None without one."""
+    applied = read_json(run_dir / SCHEMA_APPLIED)
+    if isinstance(applied.get("chat_template"), str) and isinstance(applied.get("family"), str):
+        from services.schemas import Renderer, load_schema
+
+        tokens = {k: applied[k] for k in ("bos_token", "eos_token") if applied.get(k)}
+        renderer = Renderer(applied["chat_template"], tokens, load_schema(applied["family"]))
+        return lambda messages: renderer.render(messages, add_generation_prompt=True)
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    return lambda messages: str(
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    )

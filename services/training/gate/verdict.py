@@ -75,6 +75,7 @@ def decide(
     heldout: dict[str, Any] | None,
     regression: dict[str, Any] | None,
     probe: dict[str, Any] | None,
+    fidelity: dict[str, Any] | None = None,
 ) -> tuple[bool, str, list[str]]:
     """(passed, one-line reason, every failing reason)."""
     failures: list[str] = []
@@ -82,6 +83,10 @@ def decide(
     for check in (heldout, regression):
         if check is not None:
             (notes if check["passed"] else failures).append(check["summary"])
+    if fidelity is not None:
+        if fidelity["passed"]:
+            notes.append(fidelity["summary"])
+        failures += fidelity["failures"]
     if probe is not None:
         if probe["passed"]:
             notes.append(f"tag probe clean ({probe['checked']} outputs)")
@@ -101,10 +106,11 @@ def verdict(
     settings: GateSettings,
     warnings: list[str],
     started: float,
+    fidelity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The verdict of the checks (see the package docstring); ``started`` is the gate's
     ``time.perf_counter()`` start."""
-    passed, reason, reasons = decide(heldout, regression, probe)
+    passed, reason, reasons = decide(heldout, regression, probe, fidelity)
     return {
         "passed": passed,
         "reason": reason,
@@ -113,6 +119,7 @@ def verdict(
         "heldout": heldout,
         "regression": regression,
         "probe": None if probe is None else {k: probe[k] for k in ("passed", "checked", "foreign")},
+        "fidelity": fidelity,
         "settings": settings.model_dump(),
         "warnings": warnings,
         "seconds": round(time.perf_counter() - started, 3),
@@ -138,6 +145,7 @@ def eval_details(
     reference_losses: Mapping[str, LossStat],
     regression_sets: Mapping[str, Path],
     probe: dict[str, Any] | None,
+    fidelity_outputs: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What ``eval.json`` holds beside the verdict: every number and the probe outputs."""
     return {
@@ -149,6 +157,7 @@ def eval_details(
         },
         "regression_sets": {name: str(path) for name, path in regression_sets.items()},
         "probe_outputs": [] if probe is None else probe["outputs"],
+        "fidelity_outputs": fidelity_outputs or [],
     }
 
 

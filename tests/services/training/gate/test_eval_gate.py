@@ -431,6 +431,9 @@ def test_gate_settings_resolve_in_layers_and_are_validated(
         "max_regression": 0.1,
         "probe_tokens": 8,
         "probe_per_mode": 2,
+        "fidelity_probes": 8,
+        "fidelity_tokens": 48,
+        "fidelity_tolerance": 0.1,
     }
     assert r.sources["gate.max_regression"] == "global"
     assert r.sources["gate.min_improvement"] == "job"
