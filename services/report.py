@@ -1,7 +1,8 @@
 """Run reports: the loss curves as a PNG and a summary a person can read.
 
 ``write_report(run_dir)`` reads ``progress.jsonl``, ``run-summary.json`` and
-``eval.json`` and writes ``report.png`` (training loss and eval loss by step) and
+``eval.json`` and writes ``report.png`` (training loss and eval loss by step, and beside
+them the persona fidelity of the reference and the candidate when the gate measured it) and
 ``report.md`` next to them (or to ``out``).
 """
 
@@ -14,6 +15,7 @@ from typing import Any
 
 from services.durable import write_text
 from services.errors import PersonadError
+from services.fidelity.summary import describe, version_fidelity
 
 
 class ReportError(PersonadError):
@@ -72,7 +74,27 @@ def latest_report(state_dir: Path, profile: str) -> str | None:
     return str(found[-1]) if found else None
 
 
-def _plot(events: list[dict[str, Any]], png: Path, title: str) -> None:
+def _plot_fidelity(ax: Any, fidelity: dict[str, Any]) -> None:
+    """Bars: fact recall without and with memories, and style, of the reference and the
+    candidate."""
+    labels = ["recall", "recall with\nmemories", "style"]
+    keys = ["recall", "recall_with_retrieval", "transfer"]
+    reference = fidelity.get("reference") or {}
+    width = 0.38
+    for i, (name, values) in enumerate((("reference", reference), ("candidate", fidelity))):
+        heights = [values.get(k) or 0.0 for k in keys]
+        ax.bar([x + (i - 0.5) * width for x in range(len(keys))], heights, width, label=name)
+    ax.set_xticks(range(len(keys)), labels)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share")
+    ax.set_title(f"persona fidelity ({fidelity.get('probes')} probes)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend()
+
+
+def _plot(
+    events: list[dict[str, Any]], png: Path, title: str, fidelity: dict[str, Any] | None = None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +110,13 @@ def _plot(events: list[dict[str, Any]], png: Path, title: str) -> None:
         for e in events
         if e.get("event") == "eval" and isinstance(e.get("eval_loss"), (int, float))
     ]
-    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    if fidelity is None:
+        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    else:
+        fig, (ax, bars) = plt.subplots(
+            1, 2, figsize=(13, 4.5), dpi=100, gridspec_kw={"width_ratios": [3, 2]}
+        )
+        _plot_fidelity(bars, fidelity)
     if steps:
         ax.plot([s for s, _ in steps], [v for _, v in steps], label="training loss", lw=1.5)
     if evals:
@@ -176,6 +204,17 @@ def summarize(
                 )
     else:
         lines.append("- no gate verdict recorded")
+    lines += ["", "## Persona fidelity", ""]
+    fidelity = version_fidelity(gate) if isinstance(gate, dict) else None
+    if fidelity is not None:
+        lines.append(f"- candidate: {describe(fidelity)}")
+        lines.append(
+            f"- reference ({fidelity.get('transfer_against')}): {describe(fidelity['reference'])}"
+        )
+        check = "passed" if fidelity.get("passed") else "failed"
+        lines.append(f"- probes: {fidelity.get('probes')}; check {check}")
+    else:
+        lines.append("- not measured")
     lines += ["", "## Published", "", f"- {published or 'not published'}", ""]
     return "\n".join(lines)
 
@@ -190,7 +229,12 @@ def write_report(run_dir: Path, out: Path | None = None, published: str | None =
         raise ReportError(f"{run_dir} has neither progress.jsonl nor run-summary.json")
     evaluation = _read_json(run_dir / "eval.json")
     png = out or run_dir / "report.png"
-    _plot(events, png, f"{run_dir.parent.parent.name} {run_dir.name}")
+    _plot(
+        events,
+        png,
+        f"{run_dir.parent.parent.name} {run_dir.name}",
+        version_fidelity(evaluation),
+    )
     text = summarize(run_dir, events, summary, evaluation, published)
     markdown = png.with_suffix(".md")
     write_text(markdown, text + f"\n![loss curves]({png.name})\n")

@@ -116,3 +116,33 @@ def test_nothing_to_report(tmp_path: Path) -> None:
     empty.mkdir()
     with pytest.raises(ReportError, match=r"neither progress\.jsonl nor run-summary\.json"):
         write_report(empty)
+
+
+def test_report_shows_persona_fidelity_beside_the_loss_curves(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path)
+
+    def scores(recall: float, with_memories: float, transfer: float | None) -> dict:
+        return {
+            setting: {
+                "recall": {"mean": value},
+                "hygiene": {"with_stray_tags": 0, "stopped_share": 1.0},
+                "transfer": transfer,
+            }
+            for setting, value in (("without_retrieval", recall), ("with_retrieval", with_memories))
+        }
+
+    summary = json.loads((run / "run-summary.json").read_text())
+    summary["gate"]["fidelity"] = {
+        "passed": True,
+        "probes": 10,
+        "transfer_against": "base",
+        "candidate": scores(0.7, 0.9, 0.8),
+        "reference": scores(0.0, 0.3, None),
+    }
+    (run / "run-summary.json").write_text(json.dumps(summary))
+    (run / "eval.json").write_text(json.dumps(summary["gate"]))
+    report = write_report(run)
+    assert _png_size(report.png) == (1300, 450)  # the fidelity bars beside the curves
+    assert "candidate: recall 70% (with memories 90%), style 80%, 0 with stray tags" in report.text
+    assert "reference (base): recall 0% (with memories 30%)" in report.text
+    assert "probes: 10; check passed" in report.text

@@ -1,0 +1,63 @@
+"""A version's fidelity in a few numbers, from its gate verdict (``eval.json``'s
+``"fidelity"``), for ``status``, ``versions`` and run reports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+SETTINGS = ("without_retrieval", "with_retrieval")
+
+
+def _recall(scores: Mapping[str, Any], setting: str) -> float | None:
+    value = ((scores.get(setting) or {}).get("recall") or {}).get("mean")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def model_summary(scores: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"recall", "recall_with_retrieval", "transfer", "stray_tags", "stopped"}`` of one
+    model's fidelity scores (None where it was not measured)."""
+    without = scores.get("without_retrieval") or {}
+    transfer = without.get("transfer")
+    hygiene = [(scores.get(s) or {}).get("hygiene") or {} for s in SETTINGS]
+    stray = [h.get("with_stray_tags") for h in hygiene if isinstance(h.get("with_stray_tags"), int)]
+    stopped = [h.get("stopped_share") for h in hygiene if isinstance(h.get("stopped_share"), float)]
+    return {
+        "recall": _recall(scores, "without_retrieval"),
+        "recall_with_retrieval": _recall(scores, "with_retrieval"),
+        "transfer": float(transfer) if isinstance(transfer, int | float) else None,
+        "stray_tags": max(stray) if stray else None,
+        "stopped": min(stopped) if stopped else None,
+    }
+
+
+def version_fidelity(evaluation: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The candidate's summary, with its reference's beside it (``"reference"``), from a
+    gate verdict; None when the gate measured no fidelity."""
+    fidelity = evaluation.get("fidelity")
+    if not isinstance(fidelity, Mapping) or not isinstance(fidelity.get("candidate"), Mapping):
+        return None
+    return {
+        **model_summary(fidelity["candidate"]),
+        "probes": fidelity.get("probes"),
+        "passed": fidelity.get("passed"),
+        "reference": model_summary(fidelity.get("reference") or {}),
+        "transfer_against": fidelity.get("transfer_against"),
+    }
+
+
+def describe(summary: Mapping[str, Any] | None) -> str:
+    """One line for people: ``recall 70% (with memories 90%), style 80%, 0 stray tags``."""
+    if not summary:
+        return "no fidelity measured"
+
+    def pct(v: Any) -> str:
+        return "-" if v is None else f"{v:.0%}"
+
+    parts = [f"recall {pct(summary.get('recall'))}"]
+    parts[0] += f" (with memories {pct(summary.get('recall_with_retrieval'))})"
+    if summary.get("transfer") is not None:
+        parts.append(f"style {pct(summary.get('transfer'))}")
+    if summary.get("stray_tags") is not None:
+        parts.append(f"{summary['stray_tags']} with stray tags")
+    return ", ".join(parts)

@@ -1,0 +1,39 @@
+"""What status, versions and reports say of a version's fidelity."""
+
+from __future__ import annotations
+
+from services.fidelity.summary import describe, version_fidelity
+
+
+def _scores(recall: float, with_memories: float, transfer: float | None, stray: int) -> dict:
+    def setting(r: float) -> dict:
+        return {
+            "recall": {"mean": r},
+            "hygiene": {"with_stray_tags": stray, "stopped_share": 1.0},
+            "transfer": transfer,
+        }
+
+    return {"without_retrieval": setting(recall), "with_retrieval": setting(with_memories)}
+
+
+def test_a_verdict_becomes_a_short_summary() -> None:
+    verdict = {
+        "fidelity": {
+            "passed": True,
+            "probes": 10,
+            "transfer_against": "base",
+            "candidate": _scores(0.7, 0.9, 0.8, 0),
+            "reference": _scores(0.0, 0.2, None, 0),
+        }
+    }
+    summary = version_fidelity(verdict)
+    assert summary is not None
+    assert summary["recall"] == 0.7 and summary["recall_with_retrieval"] == 0.9
+    assert summary["transfer"] == 0.8 and summary["stray_tags"] == 0
+    assert summary["reference"]["recall"] == 0.0
+    assert describe(summary) == "recall 70% (with memories 90%), style 80%, 0 with stray tags"
+
+
+def test_without_fidelity_it_says_so() -> None:
+    assert version_fidelity({"passed": True}) is None
+    assert describe(None) == "no fidelity measured"
