@@ -129,6 +129,9 @@ def _model_commands(commands: _Commands) -> None:
     demo.add_argument("--base-model", default="embedded:smollm2", help=argparse.SUPPRESS)
     demo.add_argument("--family", help=argparse.SUPPRESS)
     demo.add_argument("--train-config", type=json.loads, help=argparse.SUPPRESS)
+    demo.add_argument(
+        "--persona", default="maren", choices=("maren", "odile"), help=argparse.SUPPRESS
+    )
 
     report = commands.add("report", "a run's loss curves (PNG), dataset quality, gate and version")
     report.add_argument("target", metavar="RUN_DIR|PROFILE")
@@ -332,7 +335,11 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
         render.console.file = sys.stderr
     try:
         result = run_demo(
-            args.dir, base_model=args.base_model, family=args.family, train_config=args.train_config
+            args.dir,
+            base_model=args.base_model,
+            family=args.family,
+            train_config=args.train_config,
+            persona=args.persona,
         )
     except DemoError as exc:
         print(f"personad: demo failed: {exc} (see {args.dir / 'daemon.log'})", file=sys.stderr)

@@ -1,9 +1,10 @@
 """`personad demo`: the whole cycle on this machine, offline, in one go.
 
-Writes a small persona, starts a daemon on it in the demo directory, and shows each
-step with its time: ingest and index, search, the LoRA threshold, training, the
-evaluation gate, publishing v1 to the local registry, and an answer from the new
-model beside the base model's.
+Writes a small persona (its memories, and held-out questions no memory asks as its
+``probes.jsonl``), starts a daemon on it in the demo directory, and shows each step with
+its time: ingest and index, search, the LoRA threshold, training, the evaluation gate
+with the persona fidelity of the base and the fine-tuned model, publishing v1 to the
+local registry, and an answer from the new model beside the base model's.
 """
 
 from __future__ import annotations
@@ -13,16 +14,55 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from daemon.client import ClientError, ControlClient
 from daemon.errors import DaemonError
 from daemon.render import console, follow_job
+from services import durable
 from services.demo_persona import PROFILE, write_persona
+from services.fidelity.summary import describe, version_fidelity
+from services.personas import MAREN_PROBES, ODILE, Probe, write_memories
+from services.run_prep import OWN_PROBES
 
 QUERY = "Where does she go sailing?"
 QUESTION = "What do you like to cook on Sundays?"
+
+
+@dataclass(frozen=True)
+class DemoPersona:
+    """A persona the demo can run: its memories, its held-out probes, what it searches
+    and what it asks."""
+
+    name: str
+    write: Callable[[Path], int]
+    probes: list[Probe]
+    query: str
+    question: str
+    formats: str
+
+
+DEMO_PERSONAS = {
+    PROFILE: DemoPersona(
+        PROFILE,
+        write_persona,
+        MAREN_PROBES,
+        QUERY,
+        QUESTION,
+        "4 formats (JSONL, MetaHuman events, Q&A text)",
+    ),
+    ODILE.name: DemoPersona(
+        ODILE.name,
+        lambda folder: write_memories(ODILE, folder),
+        ODILE.probes,
+        "Where is her workshop?",
+        "What do you bake on Saturdays?",
+        "2 formats (JSONL, MetaHuman events)",
+    ),
+}
 # Fast enough for a laptop CPU: a short LoRA on short sequences.
 TRAIN_CONFIG = {
     "max_steps": 16,
@@ -103,20 +143,27 @@ def run_demo(
     family: str | None = None,
     train_config: dict[str, Any] | None = None,
     timeout: float = 1800.0,
+    persona: str = "maren",
 ) -> dict[str, Any]:
     """Run the demo in ``root``; returns what it found (for scripts and tests)."""
     started = time.monotonic()
+    who = DEMO_PERSONAS[persona]
     root = root.resolve()
     if (root / "state").exists():
         raise DemoError(f"{root} already holds a demo; choose an empty --dir")
     root.mkdir(parents=True, exist_ok=True)
-    with Step(f"writing the persona '{PROFILE}' into {root / 'profiles' / PROFILE / 'memory'}"):
-        memories = write_persona(root / "profiles" / PROFILE / "memory")
-        console.print(f"    {memories} memories in 4 formats (JSONL, MetaHuman events, Q&A text)")
+    memories = _write_persona(root, who)
     config = write_config(
-        root, base_model, family, threshold=memories - 20, train_config=train_config or TRAIN_CONFIG
+        root,
+        base_model,
+        family,
+        threshold=memories - 20,
+        train_config={
+            **TRAIN_CONFIG,
+            "gate.fidelity_probes": len(who.probes),
+            **(train_config or {}),
+        },
     )
-    socket_path = root / "run" / "personad.sock"
     log = open(root / "daemon.log", "ab")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "daemon.cli", "run", "--config", str(config)],
@@ -125,83 +172,16 @@ def run_demo(
         start_new_session=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
     )
-    result: dict[str, Any] = {"memories": memories, "dir": str(root)}
+    result: dict[str, Any] = {"memories": memories, "dir": str(root), "persona": who.name}
     try:
-        client = ControlClient(socket_path, timeout=900)
-        with Step("starting the daemon"):
-            _wait(lambda: client.call("ping"), 120, "starting", proc)
-            console.print(f"    pid {proc.pid}, socket {socket_path}, log {root / 'daemon.log'}")
-        with Step("ingesting and indexing (embedded Chroma, all-MiniLM-L6-v2)"):
-
-            def indexed() -> dict[str, Any] | None:
-                p = client.call("status")["profiles"].get(PROFILE)
-                return p if p and p["indexed"] >= memories else None
-
-            p = _wait(indexed, 300, "ingesting", proc)
-            console.print(
-                f"    {p['memories']} memories, {p['indexed']} indexed, "
-                f"{p['eligible_samples']} eligible samples {p['eligible_by_mode']}"
-            )
-        with Step(f"search: {QUERY!r}"):
-            hits = client.call("search", {"profile": PROFILE, "query": QUERY, "k": 3})["results"]
-            for h in hits:
-                console.print(
-                    f"    {h['score']:.3f}  {' '.join(h['text'].split())[:110]}", markup=False
-                )
-            result["search"] = hits
-        with Step("the LoRA threshold was crossed: training, evaluating, publishing"):
-            job = _wait(
-                lambda: (client.call("jobs")["jobs"] or [None])[-1],
-                120,
-                "waiting for the threshold job",
-                proc,
-            )
-            console.print(f"    job {job['id']} queued by {job['reason']}")
-            job = follow_job(lambda: _job(client, job["id"]))
-            result["job"] = job
-            if job["state"] != "succeeded":
-                raise DemoError(f"job {job['id']} {job['state']}: {job.get('reason')}")
-            gate = _read(Path(job["run_dir"]) / "eval.json")
-            result["gate"] = gate
-            base_loss, tuned_loss = gate_losses(gate)
-            if base_loss is not None and tuned_loss is not None:
-                console.print(
-                    f"    held-out loss: base {base_loss:.4f} -> fine-tuned {tuned_loss:.4f}"
-                )
-            console.print(f"    gate: {'passed' if gate.get('passed') else 'rejected'}")
-        status = client.call("status")["profiles"][PROFILE]
-        result["active_version"] = status["active_version"]
-        console.print(
-            f"    active model: {status['active_version']} "
-            f"({root / 'state' / 'models' / PROFILE / 'active'})"
-        )
-        with Step(f"ask: {QUESTION!r} (retrieval + the new model, and the base model)"):
-            answer = client.call(
-                "ask", {"profile": PROFILE, "question": QUESTION, "compare_base": True}
-            )
-            for label, a in answer["answers"].items():
-                who = f"{PROFILE} {label}" if label != "base" else "base model"
-                console.print(f"    [bold]{who}[/bold]: {a['text'] or '(no answer)'}")
-            result["answers"] = answer["answers"]
-        with Step("run report"):
-            done = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "daemon.cli",
-                    "report",
-                    job["run_dir"],
-                    "--config",
-                    str(config),
-                    "--json",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if done.returncode == 0:
-                result["report"] = json.loads(done.stdout)["png"]
-                console.print(f"    loss curves: {result['report']}")
+        client = ControlClient(root / "run" / "personad.sock", timeout=900)
+        demo = _Demo(client, proc, who, root, config, result)
+        demo.start()
+        demo.ingest(memories)
+        demo.search()
+        demo.train()
+        demo.ask()
+        demo.report()
         client.close()
     finally:
         if proc.poll() is None:
@@ -216,6 +196,130 @@ def run_demo(
         f"[bold green]demo complete[/bold green] in {result['seconds']}s; everything is in {root}"
     )
     return result
+
+
+def _write_persona(root: Path, who: DemoPersona) -> int:
+    folder = root / "profiles" / who.name
+    with Step(f"writing the persona '{who.name}' into {folder / 'memory'}"):
+        memories = who.write(folder / "memory")
+        durable.write_jsonl(folder / OWN_PROBES, [p.to_dict() for p in who.probes])
+        console.print(
+            f"    {memories} memories in {who.formats}; {len(who.probes)} held-out questions "
+            f"that no memory asks, in {folder / OWN_PROBES}"
+        )
+    return memories
+
+
+class _Demo:
+    """The demo's steps against a running daemon; each records what it found in ``result``."""
+
+    def __init__(
+        self,
+        client: ControlClient,
+        proc: subprocess.Popen[bytes],
+        who: DemoPersona,
+        root: Path,
+        config: Path,
+        result: dict[str, Any],
+    ) -> None:
+        self.client, self.proc, self.who = client, proc, who
+        self.root, self.config, self.result = root, config, result
+
+    def start(self) -> None:
+        with Step("starting the daemon"):
+            _wait(lambda: self.client.call("ping"), 120, "starting", self.proc)
+            console.print(
+                f"    pid {self.proc.pid}, socket {self.root / 'run' / 'personad.sock'}, "
+                f"log {self.root / 'daemon.log'}"
+            )
+
+    def ingest(self, memories: int) -> None:
+        with Step("ingesting and indexing (embedded Chroma, all-MiniLM-L6-v2)"):
+
+            def indexed() -> dict[str, Any] | None:
+                p = self.client.call("status")["profiles"].get(self.who.name)
+                return p if p and p["indexed"] >= memories else None
+
+            p = _wait(indexed, 300, "ingesting", self.proc)
+            console.print(
+                f"    {p['memories']} memories, {p['indexed']} indexed, "
+                f"{p['eligible_samples']} eligible samples {p['eligible_by_mode']}"
+            )
+
+    def search(self) -> None:
+        with Step(f"search: {self.who.query!r}"):
+            args = {"profile": self.who.name, "query": self.who.query, "k": 3}
+            hits = self.client.call("search", args)["results"]
+            for h in hits:
+                console.print(
+                    f"    {h['score']:.3f}  {' '.join(h['text'].split())[:110]}", markup=False
+                )
+            self.result["search"] = hits
+
+    def train(self) -> None:
+        with Step("the LoRA threshold was crossed: training, evaluating, publishing"):
+            job = _wait(
+                lambda: (self.client.call("jobs")["jobs"] or [None])[-1],
+                120,
+                "waiting for the threshold job",
+                self.proc,
+            )
+            console.print(f"    job {job['id']} queued by {job['reason']}")
+            job = follow_job(lambda: _job(self.client, job["id"]))
+            self.result["job"] = job
+            if job["state"] != "succeeded":
+                raise DemoError(f"job {job['id']} {job['state']}: {job.get('reason')}")
+            gate = _read(Path(job["run_dir"]) / "eval.json")
+            self.result["gate"] = gate
+            base_loss, tuned_loss = gate_losses(gate)
+            if base_loss is not None and tuned_loss is not None:
+                console.print(
+                    f"    held-out loss: base {base_loss:.4f} -> fine-tuned {tuned_loss:.4f}"
+                )
+            fidelity = version_fidelity(gate)
+            self.result["fidelity"] = fidelity
+            if fidelity is not None:
+                console.print(f"    persona fidelity, base: {describe(fidelity['reference'])}")
+                console.print(f"    persona fidelity, fine-tuned: {describe(fidelity)}")
+            console.print(f"    gate: {'passed' if gate.get('passed') else 'rejected'}")
+        status = self.client.call("status")["profiles"][self.who.name]
+        self.result["active_version"] = status["active_version"]
+        console.print(
+            f"    active model: {status['active_version']} "
+            f"({self.root / 'state' / 'models' / self.who.name / 'active'})"
+        )
+
+    def ask(self) -> None:
+        question = self.who.question
+        with Step(f"ask: {question!r} (retrieval + the new model, and the base model)"):
+            args = {"profile": self.who.name, "question": question, "compare_base": True}
+            answer = self.client.call("ask", args)
+            for label, a in answer["answers"].items():
+                who = f"{self.who.name} {label}" if label != "base" else "base model"
+                console.print(f"    [bold]{who}[/bold]: {a['text'] or '(no answer)'}")
+            self.result["answers"] = answer["answers"]
+            self.result["question"] = question
+
+    def report(self) -> None:
+        with Step("run report"):
+            done = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "daemon.cli",
+                    "report",
+                    self.result["job"]["run_dir"],
+                    "--config",
+                    str(self.config),
+                    "--json",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if done.returncode == 0:
+                self.result["report"] = json.loads(done.stdout)["png"]
+                console.print(f"    loss curves and fidelity: {self.result['report']}")
 
 
 def gate_losses(gate: dict[str, Any]) -> tuple[float | None, float | None]:

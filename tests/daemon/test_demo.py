@@ -68,6 +68,16 @@ def test_demo_runs_the_whole_cycle(short_tmp: Path, tiny_model: Path) -> None:
     assert set(result["answers"]) == {"v1", "base"}
     assert all(isinstance(a["text"], str) for a in result["answers"].values())
     assert Path(result["report"]).is_file()
+    # The persona's own held-out questions were written beside its memories, and the gate
+    # asked them of the base and the fine-tuned model, without and with memories.
+    probes = (root / "profiles" / PROFILE / "probes.jsonl").read_text().splitlines()
+    assert len(probes) == 10
+    fidelity = result["fidelity"]
+    assert fidelity["probes"] == 10
+    for model in (fidelity, fidelity["reference"]):
+        assert 0.0 <= model["recall"] <= 1.0 and 0.0 <= model["recall_with_retrieval"] <= 1.0
+    assert 0.0 <= fidelity["transfer"] <= 1.0
+    assert "persona fidelity, fine-tuned: recall" in done.stderr
     # A second demo into the same directory is refused, not mixed in.
     again = subprocess.run(
         [sys.executable, "-m", "daemon.cli", "demo", "--dir", str(root)],
