@@ -200,7 +200,9 @@ def test_second_lora_replays_older_samples_and_lora_after_full_uses_new_base(
         plan = second.result["plan"] if second.result else {}
         assert plan["replayed"] == 2  # 25% of 8 new
         lines = (Path(second.run_dir or "") / "fine_tune_dataset.jsonl").read_text().splitlines()
-        texts = [json.loads(line)["text"] for line in lines]
+        # Each sample's own question (its user turn: the system turn may hold other
+        # memories, as ask shows retrieved ones).
+        texts = [json.loads(line)["messages"][-2]["content"] for line in lines]
         assert len(texts) == 10
         assert sum(any(f"question {i} " in t for i in range(100, 108)) for t in texts) == 8
         assert sum(any(f"question {i} " in t for i in range(24)) for t in texts) == 2
