@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -167,6 +167,14 @@ def _generate_kwargs(
     return kwargs
 
 
+class Generated(NamedTuple):
+    """A model's answer: the text, and whether it ended at eos or a stop string
+    (``stopped``) rather than by running out of new tokens."""
+
+    text: str
+    stopped: bool
+
+
 def generate(
     model: Any,
     tokenizer: Any,
@@ -180,12 +188,29 @@ def generate(
     generation prompt; tokenized without added special tokens): greedy at temperature 0,
     sampled above; it ends at eos or a stop string (``default_stops`` when None), which is
     not included. ``no_repeat_ngram`` > 0 forbids repeating any n-gram of that size (small
-    models otherwise loop on one sentence)."""
+    models otherwise loop on one sentence). :func:`generate_answer` also says whether it
+    stopped."""
+    return generate_answer(
+        model, tokenizer, prompt_text, max_new_tokens, temperature, stop, no_repeat_ngram
+    ).text
+
+
+def generate_answer(
+    model: Any,
+    tokenizer: Any,
+    prompt_text: str,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    stop: Sequence[str] | None = None,
+    no_repeat_ngram: int = 0,
+) -> Generated:
+    """:func:`generate`'s text, and whether generation ended at eos or a stop string
+    before ``max_new_tokens`` ran out."""
     import torch
 
     stops = default_stops(tokenizer) if stop is None else list(stop)
     if max_new_tokens <= 0:
-        return ""
+        return Generated("", False)
     ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     if not ids:
         ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 0]
@@ -194,5 +219,12 @@ def generate(
     kwargs = _generate_kwargs(tokenizer, input_ids, stops, temperature, no_repeat_ngram)
     with torch.no_grad():
         out = model.generate(input_ids=input_ids, max_new_tokens=max_new_tokens, **kwargs)
-    text: str = tokenizer.decode(out[0, len(ids) :].tolist(), skip_special_tokens=False)
-    return cut_at_stop(text, stops)
+    written = [int(t) for t in out[0, len(ids) :].tolist()]
+    text: str = tokenizer.decode(written, skip_special_tokens=False)
+    cut = cut_at_stop(text, stops)
+    stop_ids = set(_stop_ids(tokenizer, stops)[0])
+    # One sequence is never padded: fewer tokens than allowed means a stop ended it.
+    stopped = (
+        len(written) < max_new_tokens or (bool(written) and written[-1] in stop_ids) or cut != text
+    )
+    return Generated(cut, stopped)

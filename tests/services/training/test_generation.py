@@ -1,5 +1,6 @@
 """Loading a model for inference and generating text, in-process and as ``python -m
-services.generation``, on a tiny locally built model (with and without a LoRA adapter)."""
+services.generation`` (one answer, or serving JSON lines with ``--serve``), on a tiny
+locally built model (with and without a LoRA adapter)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ import pytest
 
 from services.training.command import ExitCode
 from services.training.errors import BadInputError
-from services.training.inference import cut_at_stop, default_stops, generate, load_for_inference
+from services.training.inference import (
+    cut_at_stop,
+    default_stops,
+    generate,
+    generate_answer,
+    load_for_inference,
+)
 from tests.services.training.training_helpers import REPO, conversation
 
 
@@ -74,14 +81,18 @@ def test_the_cli_prints_the_text_generate_writes(
 
     common = ["--model", str(tiny_model), "--cache-dir", str(cache)]
     common += ["--prompt-file", str(prompt_file), "--max-new-tokens", "12"]
+    plain_stopped = generate_answer(model, tokenizer, prompt_file.read_text(), 12).stopped
+    adapted_stopped = generate_answer(
+        adapted_model, adapted_tok, prompt_file.read_text(), 12
+    ).stopped
     proc = run_cli(*common)
     assert proc.returncode == ExitCode.OK, proc.stderr[-2000:]
     assert proc.stdout.count("\n") == 1  # stdout holds the answer and nothing else
-    assert json.loads(proc.stdout) == {"text": plain}
+    assert json.loads(proc.stdout) == {"text": plain, "stopped": plain_stopped}
 
     proc = run_cli(*common, "--adapter", str(random_adapter))
     assert proc.returncode == ExitCode.OK, proc.stderr[-2000:]
-    assert json.loads(proc.stdout) == {"text": adapted}
+    assert json.loads(proc.stdout) == {"text": adapted, "stopped": adapted_stopped}
 
 
 def test_the_cli_reports_unusable_input_as_json(tmp_path: Path, random_adapter: Path) -> None:
@@ -116,6 +127,10 @@ def test_generation_stops_at_a_stop_string_and_leaves_it_out(
     cut = generate(model, tokenizer, prompt, max_new_tokens=16, stop=[stop])
     assert cut == free[: free.index(stop)]
     assert generate(model, tokenizer, prompt, max_new_tokens=0) == ""
+    # generate_answer says why it ended: the stop string, or the tokens running out.
+    assert generate_answer(model, tokenizer, prompt, 16, stop=[stop]) == (cut, True)
+    assert generate_answer(model, tokenizer, prompt, 16, stop=[]) == (free, False)
+    assert generate_answer(model, tokenizer, prompt, 0) == ("", False)
 
 
 def test_the_default_stops_are_eos_and_the_family_stop_tokens(tiny_tokenizer: Any) -> None:
@@ -180,3 +195,81 @@ def test_no_repeat_ngram_keeps_a_looping_model_from_repeating_itself(
     )
     assert proc.returncode == ExitCode.OK, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["text"] == cut_at_stop(held, default_stops(tokenizer))
+
+
+def test_the_cli_takes_extra_stop_strings(
+    tmp_path: Path, tiny_model: Path, tiny_tokenizer: Any
+) -> None:
+    model, tokenizer = load_for_inference(tiny_model, cache_dir=tiny_model.parent / "cache")
+    prompt = prompt_of(tiny_tokenizer, 3)
+    free = generate_answer(model, tokenizer, prompt, 16)
+    assert not free.stopped and len(free.text) > 6
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text(prompt)
+    common = ["--model", str(tiny_model), "--cache-dir", str(tiny_model.parent / "cache")]
+    common += ["--prompt-file", str(prompt_file), "--max-new-tokens", "16"]
+    stop = free.text[4:6]
+    proc = run_cli(*common, "--stop", "never said", "--stop", stop)
+    assert proc.returncode == ExitCode.OK, proc.stderr[-2000:]
+    assert json.loads(proc.stdout) == {"text": free.text[: free.text.index(stop)], "stopped": True}
+
+
+def test_serve_loads_once_and_answers_json_lines_until_eof(
+    tmp_path: Path, tiny_model: Path, tiny_tokenizer: Any
+) -> None:
+    cache = tiny_model.parent / "cache"
+    model, tokenizer = load_for_inference(tiny_model, cache_dir=cache)
+    first, second = prompt_of(tiny_tokenizer, 1), prompt_of(tiny_tokenizer, 2)
+    want_first = generate_answer(model, tokenizer, first, 12, no_repeat_ngram=3)
+    want_second = generate_answer(model, tokenizer, second, 8)
+    stop = want_first.text[3:5]
+    requests = [
+        {"id": "a", "prompt": first, "max_new_tokens": 12, "no_repeat_ngram": 3},
+        {"id": 2, "prompt": second},
+        "not json",
+        {"id": 3, "prompt": first, "max_new_tokens": 12, "no_repeat_ngram": 3, "stop": [stop]},
+        {"id": 4, "prompt": 5},
+        {"id": 5, "prompt": first, "max_new_tokens": -1},
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "services.generation", "--serve", "--model", str(tiny_model)]
+    argv += ["--cache-dir", str(cache), "--max-new-tokens", "8"]
+    proc = subprocess.run(
+        argv,
+        cwd=REPO,
+        env=env,
+        input="".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in requests),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == ExitCode.OK, proc.stderr[-2000:]
+    ready, *lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert ready["ready"] is True and ready["model"] == str(tiny_model)
+    assert ready["adapter"] is None and ready["seconds"] >= 0
+    assert len(lines) == len(requests)
+    assert {k: lines[0][k] for k in ("id", "text", "stopped")} == {
+        "id": "a",
+        "text": want_first.text,
+        "stopped": want_first.stopped,
+    }
+    assert lines[0]["seconds"] >= 0
+    # Left out, max_new_tokens is the command line's.
+    assert (lines[1]["id"], lines[1]["text"], lines[1]["stopped"]) == (2, *want_second)
+    assert lines[2]["id"] is None and "not a JSON line" in lines[2]["error"]
+    assert lines[3]["text"] == want_first.text[: want_first.text.index(stop)]
+    assert lines[3]["stopped"] is True
+    assert lines[4] == {"id": 4, "error": "'prompt' must be a string"}
+    assert lines[5]["id"] == 5 and "max_new_tokens" in lines[5]["error"]
+
+
+def test_serve_reports_a_model_it_cannot_load_and_exits(tmp_path: Path) -> None:
+    proc = run_cli("--serve", "--model", str(tmp_path / "nowhere"), "--cache-dir", str(tmp_path))
+    assert proc.returncode == ExitCode.BAD_INPUT
+    ready = json.loads(proc.stdout)
+    assert ready["ready"] is False and "no such file or directory" in ready["error"]
+
+
+def test_the_cli_wants_a_prompt_file_or_serve(tmp_path: Path) -> None:
+    proc = run_cli("--model", "m", "--cache-dir", str(tmp_path))
+    assert proc.returncode == 2 and "--prompt-file" in proc.stderr
