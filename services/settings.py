@@ -212,6 +212,21 @@ class TriggerSettings(_Section):
     )
 
 
+class AskSettings(_Section):
+    warm: bool = Field(
+        True,
+        description="Keep the model loaded between questions in a generation worker process "
+        "(ended when idle and before training); false: a fresh process loads it per answer.",
+    )
+    idle_timeout_s: float = Field(
+        600.0, gt=0, description="A warm generation worker idle this long is ended."
+    )
+    max_new_tokens: int = Field(96, ge=1, le=4096, description="Longest answer, in tokens.")
+    timeout_s: float = Field(
+        600.0, gt=0, description="Seconds an answer may take (loading the model included)."
+    )
+
+
 class Settings(BaseSettings):
     """personad's settings. Keys are the outside contract (docs/ARCHITECTURE.md, "Settings")."""
 
@@ -244,6 +259,7 @@ class Settings(BaseSettings):
     ollama: OllamaSettings = Field(default_factory=OllamaSettings)  # type: ignore[arg-type]
     training: TrainingSettings = Field(default_factory=TrainingSettings)  # type: ignore[arg-type]
     triggers: TriggerSettings = Field(default_factory=TriggerSettings)  # type: ignore[arg-type]
+    ask: AskSettings = Field(default_factory=AskSettings)  # type: ignore[arg-type]
 
     # Where the settings came from (not a setting): shown by `status`.
     config_file: Path | None = Field(None, exclude=True, description="The TOML file read.")
