@@ -7,7 +7,11 @@ The prompt is the prompt policy's (:mod:`services.persona_prompt`), the one the 
 trained with: the persona's system message holding the most relevant memories, and the
 question as an emulation-mode user turn (``<user>...</user>``), in the model's chat format.
 The model runs in a child process (``python -m services.generation``) so the daemon
-never loads weights, or, when the active version is published to Ollama, in Ollama.
+never loads weights, or, when the active version is published to Ollama, in Ollama. With
+``ask.warm`` the child stays loaded between questions (a generation worker of a
+:class:`services.generation_worker.WorkerPool`); else each answer starts one. A local
+answer ends at the model's own stops or the emulation mode's closing tag
+(``</assistant>``), where the person's turn ends in the training samples.
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.errors import PersonadError
+from services.curation.modes import mode_tags
+
+# AskError is the generation worker's, so that the worker needs nothing of this module.
+from services.generation_worker import AskError, WorkerPool, WorkerSpec
 from services.index import SearchHit, VectorIndex
 from services.ledger import Ledger
 from services.persona_prompt import ask_messages
@@ -35,18 +43,26 @@ NO_REPEAT_NGRAM = 3
 _TAG = re.compile(r"</?(?:assistant|user|thought|world|instruction|action)>")
 
 
-class AskError(PersonadError):
-    """The question cannot be answered (no model, generation failed)."""
-
-
 @dataclass(frozen=True)
 class Answer:
+    """One model's answer; ``warm``: from a warm worker whose model was loaded already;
+    ``stopped``: it ended at a stop (eos, the closing tag) rather than at
+    ``max_new_tokens`` (None: unknown, from Ollama)."""
+
     text: str
     model: str
     seconds: float
+    warm: bool = False
+    stopped: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "model": self.model, "seconds": round(self.seconds, 3)}
+        return {
+            "text": self.text,
+            "model": self.model,
+            "seconds": round(self.seconds, 3),
+            "warm": self.warm,
+            "stopped": self.stopped,
+        }
 
 
 @dataclass(frozen=True)
@@ -59,6 +75,9 @@ class AskConfig:
     family: str | None  # the chat family; None: from the model
     python: str  # the interpreter that runs ``services.generation``
     ollama_url: str | None = None
+    warm: bool = False  # through a WorkerPool's warm worker (when one is given)
+    max_new_tokens: int = 96
+    timeout_s: float = 600.0  # per answer
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AskConfig:
@@ -69,6 +88,15 @@ class AskConfig:
             family=settings.training.family,
             python=settings.training.python or sys.executable,
             ollama_url=settings.ollama.url,
+            warm=settings.ask.warm,
+            max_new_tokens=settings.ask.max_new_tokens,
+            timeout_s=settings.ask.timeout_s,
+        )
+
+    def worker_spec(self, target: Target) -> WorkerSpec:
+        """The generation worker that serves ``target`` locally."""
+        return WorkerSpec(
+            model=target.model, adapter=target.adapter, cache_dir=self.cache_dir, python=self.python
         )
 
 
@@ -106,18 +134,50 @@ def targets(
     return found
 
 
-def answer(target: Target, messages: list[dict[str, str]], cfg: AskConfig) -> Answer:
-    """``target``'s answer to ``messages``; AskError when it cannot answer."""
+def answer_stops() -> list[str]:
+    """Where a local answer ends besides the model's own stops: the emulation mode's
+    closing tag (``</assistant>``), as the person's turns end in the training samples."""
+    return [f"</{mode_tags()['emulation'][1]}>"]
+
+
+def answer(
+    target: Target,
+    messages: list[dict[str, str]],
+    cfg: AskConfig,
+    pool: WorkerPool | None = None,
+) -> Answer:
+    """``target``'s answer to ``messages``: from Ollama, a warm worker of ``pool`` (with
+    ``cfg.warm``) or a one-shot child; AskError when it cannot answer."""
     started = time.monotonic()
     if target.ollama_model and cfg.ollama_url:
-        text = generate_ollama(cfg.ollama_url, target.ollama_model, messages)
-    else:
-        renderer = renderer_for(cfg.family, target.model)
-        prompt = renderer.render(messages, add_generation_prompt=True)
-        text = generate_local(
-            prompt, target.model, target.adapter, cache_dir=cfg.cache_dir, python=cfg.python
+        text = generate_ollama(
+            cfg.ollama_url, target.ollama_model, messages, max_new_tokens=cfg.max_new_tokens
         )
-    return Answer(clean(text), target.describe(), time.monotonic() - started)
+        return Answer(clean(text), target.describe(), time.monotonic() - started)
+    renderer = renderer_for(cfg.family, target.model)
+    prompt = renderer.render(messages, add_generation_prompt=True)
+    warm = False
+    if cfg.warm and pool is not None:
+        text, stopped, warm = pool.generate(
+            cfg.worker_spec(target),
+            prompt,
+            max_new_tokens=cfg.max_new_tokens,
+            stop=answer_stops(),
+            no_repeat_ngram=NO_REPEAT_NGRAM,
+            timeout=cfg.timeout_s,
+        )
+    else:
+        text, stopped = generate_local(
+            prompt,
+            target.model,
+            target.adapter,
+            cache_dir=cfg.cache_dir,
+            python=cfg.python,
+            max_new_tokens=cfg.max_new_tokens,
+            timeout=cfg.timeout_s,
+            stop=answer_stops(),
+        )
+    return Answer(clean(text), target.describe(), time.monotonic() - started, warm, stopped)
 
 
 def ask(
@@ -129,10 +189,12 @@ def ask(
     *,
     k: int,
     compare_base: bool = False,
+    pool: WorkerPool | None = None,
 ) -> dict[str, Any]:
     """Answer ``question`` as ``profile``, with its ``k`` closest memories (none without
-    an index): the memories used, the active version and each target's answer. AskError
-    when a model cannot answer."""
+    an index): the memories used, the active version and each target's answer (local
+    ones from ``pool``'s warm workers when ``cfg.warm``). AskError when a model cannot
+    answer."""
     hits = index.search(profile, question, k=k) if index is not None and k else []
     messages = messages_for(profile, question, hits)
     active = ledger.active_version(profile)
@@ -149,7 +211,7 @@ def ask(
         "question": question,
         "memories": [{"id": h.id, "score": round(h.score, 4), "text": h.text} for h in hits],
         "active_version": f"v{active}" if active else None,
-        "answers": {t.label: answer(t, messages, cfg).to_dict() for t in chosen},
+        "answers": {t.label: answer(t, messages, cfg, pool).to_dict() for t in chosen},
     }
 
 
@@ -173,7 +235,10 @@ def generate_local(
     python: str = sys.executable,
     max_new_tokens: int = 96,
     timeout: float = 600.0,
-) -> str:
+    stop: Sequence[str] = (),
+) -> tuple[str, bool]:
+    """(the answer of a one-shot ``python -m services.generation`` child, whether it ended
+    at a stop); ``stop`` adds to the model's stops. AskError when it fails."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write(prompt)
         prompt_file = f.name
@@ -192,6 +257,8 @@ def generate_local(
         "--no-repeat-ngram",
         str(NO_REPEAT_NGRAM),
     ]
+    for s in stop:
+        argv += ["--stop", s]
     if adapter is not None:
         argv += ["--adapter", str(adapter)]
     try:
@@ -207,7 +274,7 @@ def generate_local(
         raise AskError(f"generation failed (exit {done.returncode}): {tail[0]}") from None
     if "error" in out:
         raise AskError(f"generation failed: {out['error']}")
-    return str(out.get("text", ""))
+    return str(out.get("text", "")), bool(out.get("stopped"))
 
 
 def generate_ollama(

@@ -1,10 +1,16 @@
-"""Who answers a question: the active version, the base model, Ollama or a local child."""
+"""Who answers a question (the active version, the base model, Ollama or a local child),
+and how a local one answers: a warm generation worker or a one-shot child."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
-from services.ask import Target, targets
+from services.ask import NO_REPEAT_NGRAM, AskConfig, Target, answer, answer_stops, targets
+from services.curation.modes import mode_tags
+from services.generation_worker import Reply, WorkerPool, WorkerSpec
+from services.persona_prompt import ask_messages
 
 
 def test_with_nothing_published_the_base_model_answers() -> None:
@@ -44,3 +50,72 @@ def test_a_version_published_to_ollama_answers_from_ollama_the_base_never() -> N
     ]
     # The answer names the local model either way.
     assert found[0].describe() == "/models/alice/v2/model"
+
+
+def test_a_local_answer_ends_at_the_emulation_modes_closing_tag() -> None:
+    assert answer_stops() == [f"</{mode_tags()['emulation'][1]}>"] == ["</assistant>"]
+
+
+class RecordingPool:
+    """Stands in for a WorkerPool: records what it is asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[WorkerSpec, str, dict[str, Any]]] = []
+
+    def generate(self, spec: WorkerSpec, prompt: str, **kwargs: Any) -> Reply:
+        self.calls.append((spec, prompt, kwargs))
+        return Reply("<assistant>Hello there.", True, True)
+
+
+def _cfg(tmp_path: Path, model: str, *, warm: bool) -> AskConfig:
+    return AskConfig(
+        models_dir=tmp_path / "models",
+        cache_dir=tmp_path / "cache",
+        base_model=model,
+        family="smollm",
+        python=sys.executable,
+        warm=warm,
+        max_new_tokens=24,
+        timeout_s=120.0,
+    )
+
+
+def test_with_warm_asks_the_pool_with_the_settings_and_the_closing_tag(tmp_path: Path) -> None:
+    pool = RecordingPool()
+    cfg = _cfg(tmp_path, "org/base", warm=True)
+    adapter = tmp_path / "adapter"
+    messages = ask_messages("alice", "How are you?", [])
+    got = answer(Target("v2", "org/base", adapter), messages, cfg, pool)  # type: ignore[arg-type]
+    assert got.to_dict() == {
+        "text": "Hello there.",
+        "model": f"org/base + {adapter}",
+        "seconds": got.to_dict()["seconds"],
+        "warm": True,
+        "stopped": True,
+    }
+    ((spec, prompt, kwargs),) = pool.calls
+    assert spec.key == ("org/base", str(adapter)) and spec.cache_dir == cfg.cache_dir
+    assert "How are you?" in prompt
+    assert kwargs == {
+        "max_new_tokens": 24,
+        "stop": ["</assistant>"],
+        "no_repeat_ngram": NO_REPEAT_NGRAM,
+        "timeout": 120.0,
+    }
+
+
+def test_warm_and_one_shot_answers_agree(tmp_path: Path, tiny_model: Path) -> None:
+    messages = ask_messages("alice", "Where did you sail last summer?", ["I sailed to Crete."])
+    target = Target("base", str(tiny_model))
+    cold = answer(target, messages, _cfg(tmp_path, str(tiny_model), warm=False))
+    pool = WorkerPool(idle_timeout_s=3600)
+    try:
+        warm_cfg = _cfg(tmp_path, str(tiny_model), warm=True)
+        first = answer(target, messages, warm_cfg, pool)
+        second = answer(target, messages, warm_cfg, pool)
+        assert len(pool.pids()) == 1
+    finally:
+        pool.close()
+    assert (cold.warm, first.warm, second.warm) == (False, False, True)
+    assert cold.text == first.text == second.text
+    assert isinstance(cold.stopped, bool) and cold.stopped == first.stopped == second.stopped
