@@ -24,6 +24,7 @@ from daemon.supervisor import Supervisor
 from daemon.watcher import IngestQueue, Watcher
 from services.curation import load_rules
 from services.embedding import make_embedder
+from services.generation_worker import WorkerPool
 from services.index import VectorIndex
 from services.ingest import make_curator
 from services.ledger import Ledger
@@ -35,6 +36,8 @@ log = structlog.get_logger(__name__)
 # How long stopping waits for the ingest worker to finish the file in hand; a file
 # not finished is taken again at the next start (the ledger write is atomic).
 DRAIN_TIMEOUT_S = 2.0
+# Most seconds between two looks for idle generation workers.
+REAP_INTERVAL_S = 30.0
 
 
 class Daemon:
@@ -53,6 +56,8 @@ class Daemon:
         self.watcher: Watcher | None = None
         self.supervisor: Supervisor | None = None
         self.schedules: Schedules | None = None
+        # Warm models for `ask`, each in a generation worker process (never in this one).
+        self.generation_pool = WorkerPool(idle_timeout_s=settings.ask.idle_timeout_s)
         self._stop: asyncio.Event | None = None
         self._signals = 0
 
@@ -112,7 +117,9 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig)
         s = self.settings
         s.state_dir.mkdir(parents=True, exist_ok=True)
-        supervisor = self.supervisor = Supervisor(s, before_training=self._free_gpu)
+        supervisor = self.supervisor = Supervisor(
+            s, before_training=self._free_gpu, retrieve=self._retrieve
+        )
         triggers = Triggers(s, on_queued=supervisor.wake, now=_local_now)
         with Ledger(s.ledger_path) as ledger:  # creates and migrates
             self._recover(ledger, triggers, supervisor.release_config())
@@ -143,6 +150,7 @@ class Daemon:
         tasks = [
             asyncio.create_task(self._watchdog_pings()),
             asyncio.create_task(self._reconcile_timer()),
+            asyncio.create_task(self._reap_timer()),
         ]
         try:
             await self._stop.wait()
@@ -153,6 +161,8 @@ class Daemon:
             for task in tasks:
                 task.cancel()
             await server.stop()
+            # No generation worker outlives the daemon; an answer in hand fails.
+            await loop.run_in_executor(None, self.generation_pool.close)
             await self._drain(loop)
             commands.close()
             if self.index is not None:
@@ -206,7 +216,20 @@ class Daemon:
         except Exception:
             log.exception("cannot align the published models with the ledger")
 
+    def _retrieve(self, profile: str, question: str, k: int) -> list[tuple[str, str]]:
+        """The memories ``ask`` would retrieve (none while the index is down)."""
+        if self.index is None:
+            return []
+        try:
+            return [(h.id, h.text) for h in self.index.search(profile, question, k=k)]
+        except Exception as exc:  # the gate then asks without memories
+            log.warning("cannot retrieve memories for the fidelity probes", error=str(exc))
+            return []
+
     def _free_gpu(self) -> None:
+        """Before a training job: the warm generation workers and Ollama's loaded models
+        give their memory back."""
+        self.generation_pool.release()
         if self.settings.ollama.url:
             from services.ollama_unload import unload_all
 
@@ -230,6 +253,16 @@ class Daemon:
             # systemd restarts the service.
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+    async def _reap_timer(self) -> None:
+        interval = min(REAP_INTERVAL_S, max(0.5, self.settings.ask.idle_timeout_s / 4))
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await loop.run_in_executor(None, self.generation_pool.reap)
+            except Exception:
+                log.exception("cannot end the idle generation workers")
 
     async def _reconcile_timer(self) -> None:
         interval = self.settings.ingest.reconcile_interval_s

@@ -332,12 +332,20 @@ class Commands:
         assert profile is not None and question is not None
         cfg = AskConfig.from_settings(self.rt.settings)
         index = self.rt.index
+        pool = self.rt.generation_pool
 
         def run() -> dict[str, Any]:
             self._known_profile(profile)
             try:
                 return answer_question(
-                    self._ledger(), index, cfg, profile, question, k=k, compare_base=compare
+                    self._ledger(),
+                    index,
+                    cfg,
+                    profile,
+                    question,
+                    k=k,
+                    compare_base=compare,
+                    pool=pool,
                 )
             except AskError as exc:
                 raise CommandError("ask_failed", str(exc)) from exc

@@ -7,6 +7,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from services.generation_worker import WorkerPool
 from services.index import VectorIndex
 from services.publish.release import ReleaseConfig
 from services.settings import Settings
@@ -71,6 +72,11 @@ class Runtime(Protocol):
 
     @property
     def supervisor(self) -> JobControl | None: ...
+
+    @property
+    def generation_pool(self) -> WorkerPool:
+        """The warm generation workers that answer ``ask`` (``ask.warm``)."""
+        ...
 
     def queue_depth(self, profile: str | None = None) -> int:
         """Files waiting to be ingested, of one profile or of all."""
