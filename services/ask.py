@@ -16,7 +16,10 @@ answer ends at the model's own stops or the emulation mode's closing tag
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import re
 import subprocess
 import sys
@@ -36,7 +39,10 @@ from services.ledger import Ledger
 from services.persona_prompt import ask_messages
 from services.publish.local import LocalRegistry
 from services.run_prep import renderer_for
+from services.schemas import Renderer
 from services.settings import Settings
+from services.training.base_model import parse_spec
+from services.training.errors import BadInputError
 
 # Greedy answers of small models loop on one sentence; no trigram is said twice.
 NO_REPEAT_NGRAM = 3
@@ -134,6 +140,21 @@ def targets(
     return found
 
 
+def prompt_renderer(family: str | None, model: str) -> Renderer:
+    """``renderer_for(family, model)``, kept while the model's file or directory is
+    unchanged: reading a GGUF file's chat template takes seconds, more than a warm answer."""
+    stamp: tuple[int, int] | None = None
+    with contextlib.suppress(BadInputError, OSError):
+        st = os.stat(parse_spec(model).location)
+        stamp = (st.st_mtime_ns, st.st_size)
+    return _renderer(family, model, stamp)
+
+
+@functools.lru_cache(maxsize=16)
+def _renderer(family: str | None, model: str, stamp: tuple[int, int] | None) -> Renderer:
+    return renderer_for(family, model)
+
+
 def answer_stops() -> list[str]:
     """Where a local answer ends besides the model's own stops: the emulation mode's
     closing tag (``</assistant>``), as the person's turns end in the training samples."""
@@ -154,8 +175,7 @@ def answer(
             cfg.ollama_url, target.ollama_model, messages, max_new_tokens=cfg.max_new_tokens
         )
         return Answer(clean(text), target.describe(), time.monotonic() - started)
-    renderer = renderer_for(cfg.family, target.model)
-    prompt = renderer.render(messages, add_generation_prompt=True)
+    prompt = prompt_renderer(cfg.family, target.model).render(messages, add_generation_prompt=True)
     warm = False
     if cfg.warm and pool is not None:
         text, stopped, warm = pool.generate(

@@ -3,11 +3,21 @@ and how a local one answers: a warm generation worker or a one-shot child."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-from services.ask import NO_REPEAT_NGRAM, AskConfig, Target, answer, answer_stops, targets
+from services.ask import (
+    NO_REPEAT_NGRAM,
+    AskConfig,
+    Target,
+    answer,
+    answer_stops,
+    prompt_renderer,
+    targets,
+)
 from services.curation.modes import mode_tags
 from services.generation_worker import Reply, WorkerPool, WorkerSpec
 from services.persona_prompt import ask_messages
@@ -119,3 +129,21 @@ def test_warm_and_one_shot_answers_agree(tmp_path: Path, tiny_model: Path) -> No
     assert (cold.warm, first.warm, second.warm) == (False, False, True)
     assert cold.text == first.text == second.text
     assert isinstance(cold.stopped, bool) and cold.stopped == first.stopped == second.stopped
+
+
+def test_the_prompt_renderer_is_kept_while_the_model_is_unchanged(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    first = prompt_renderer(None, str(model))
+    assert prompt_renderer(None, str(model)) is first
+    assert prompt_renderer("smollm", str(model)) is not first  # another family, another key
+    st = model.stat()
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # the model was replaced
+    renewed = prompt_renderer(None, str(model))
+    assert renewed is not first
+    messages = ask_messages("alice", "How are you?", [])
+    assert renewed.render(messages, add_generation_prompt=True) == first.render(
+        messages, add_generation_prompt=True
+    )
