@@ -63,16 +63,8 @@ DEMO_PERSONAS = {
         "2 formats (JSONL, MetaHuman events)",
     ),
 }
-# Fast enough for a laptop CPU: a short LoRA on short sequences.
-TRAIN_CONFIG = {
-    "max_steps": 16,
-    "max_seq_length": 256,
-    "batch_size": 4,
-    "gradient_accumulation_steps": 1,
-    "learning_rate": 0.0005,
-    "save_steps": 8,
-    "eval_steps": 8,
-}
+# The defaults: a small profile's LoRA (services.training.config.SMALL_PROFILE).
+TRAIN_CONFIG: dict[str, Any] = {}
 
 
 class DemoError(DaemonError):

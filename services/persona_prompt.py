@@ -20,7 +20,7 @@ import hashlib
 from collections.abc import Mapping, Sequence
 
 MAX_MEMORY_CHARS = 400  # each memory shown, clipped with "..."
-CONTEXT_SHARE = 0.5  # training samples that carry memories
+CONTEXT_SHARE = 0.3  # training samples that carry memories
 ORACLE_SHARE = 0.8  # of those, the ones whose own memory is among them
 CONTEXT_MEMORIES = 2  # memories per sample that carries them (ask retrieves 4 by default)
 # Greedy answers of small models loop on one sentence; no trigram is said twice.

@@ -6,7 +6,10 @@ Layers, each overriding the one below (the name is what ``ResolvedConfig.sources
 1. ``default``: the field defaults of :class:`TrainingConfig`;
 2. ``smart``: from the base model's size category (``modelinfo.CATEGORY_DEFAULTS``: learning
    rate per kind, epochs, LoRA rank with alpha = 2 x rank, batch size, accumulation) and the
-   dataset size (fewer than 100 samples: 2 more epochs; more than 5,000: 1 fewer);
+   dataset size (fewer than 100 samples: 2 more epochs; more than 5,000: 1 fewer); a small
+   profile's LoRA (fewer than 300 samples, a model under 2B parameters) takes an optimizer
+   step every 8 samples at 10/3 of the category's LoRA rate for 2 epochs (4 below 100
+   samples): see :data:`SMALL_PROFILE`;
 3. ``global``: ``etc/fine-tune-config.json``;
 4. ``mode``: ``etc/modes/<mode>-config.json`` when a mode filter is given;
 5. ``preset``: ``quick``, ``balanced`` or ``quality`` when one is given. It sits above the
@@ -48,6 +51,16 @@ GLOBAL_FILE = "fine-tune-config.json"
 CONFIG_FILE = "config.json"
 FEW_SAMPLES = 100
 MANY_SAMPLES = 5000
+# A LoRA on fewer training samples than this, of a model under 2B parameters, is a small
+# profile's: its facts are few, each told in several memories, and it must learn them in
+# a few epochs. Measured on SmolLM2-135M (bench/fidelity.py): one optimizer step per
+# SMALL_PROFILE_BATCH samples (no accumulation) at the category's LoRA rate x
+# SMALL_PROFILE_LR_FACTOR, for SMALL_PROFILE_EPOCHS epochs (2 more below FEW_SAMPLES).
+SMALL_PROFILE = 300
+SMALL_PROFILE_CATEGORIES = ("tiny", "small")
+SMALL_PROFILE_BATCH = 8
+SMALL_PROFILE_LR_FACTOR = 10 / 3
+SMALL_PROFILE_EPOCHS = 2
 
 
 class _Strict(BaseModel):
@@ -315,6 +328,14 @@ def _apply_preset(layers: _Layers, presets: dict[str, dict[str, Any]], preset: s
 
 def _smart_defaults(info: ModelInfo, kind: str, n_samples: int) -> dict[str, Any]:
     d = CATEGORY_DEFAULTS[info.category]
+    if is_small_profile(info, kind, n_samples):
+        return {
+            "learning_rate": d.lora_learning_rate * SMALL_PROFILE_LR_FACTOR,
+            "num_epochs": SMALL_PROFILE_EPOCHS + (2 if n_samples < FEW_SAMPLES else 0),
+            "batch_size": SMALL_PROFILE_BATCH,
+            "gradient_accumulation_steps": 1,
+            "lora": {"r": d.lora_r, "alpha": 2 * d.lora_r},
+        }
     epochs = d.num_epochs
     if n_samples < FEW_SAMPLES:
         epochs += 2
@@ -327,6 +348,13 @@ def _smart_defaults(info: ModelInfo, kind: str, n_samples: int) -> dict[str, Any
         "gradient_accumulation_steps": d.gradient_accumulation_steps,
         "lora": {"r": d.lora_r, "alpha": 2 * d.lora_r},
     }
+
+
+def is_small_profile(info: ModelInfo, kind: str, n_samples: int) -> bool:
+    """A LoRA of a small profile on a small model (see :data:`SMALL_PROFILE`)."""
+    return (
+        kind == "lora" and n_samples < SMALL_PROFILE and info.category in SMALL_PROFILE_CATEGORIES
+    )
 
 
 def _file_layers(

@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 
-from services.training.config import ResolvedConfig, TrainingConfig, resolve_config
+from services.training.config import (
+    SMALL_PROFILE_EPOCHS,
+    ResolvedConfig,
+    TrainingConfig,
+    resolve_config,
+)
 from services.training.errors import TrainingConfigError
 from services.training.modelinfo import CATEGORY_DEFAULTS
 from tests.services.training.training_helpers import header_only_model
@@ -106,14 +111,43 @@ def test_full_runs_take_the_files_full_overrides(tmp_path: Path, tiny_base: Path
 
 
 @pytest.mark.parametrize(
-    ("n_samples", "extra_epochs"), [(50, 2), (99, 2), (100, 0), (5000, 0), (5001, -1)]
+    ("n_samples", "epochs"),
+    [
+        (50, SMALL_PROFILE_EPOCHS + 2),
+        (99, SMALL_PROFILE_EPOCHS + 2),
+        (100, SMALL_PROFILE_EPOCHS),
+        (299, SMALL_PROFILE_EPOCHS),
+        (300, CATEGORY_DEFAULTS["tiny"].num_epochs),
+        (5000, CATEGORY_DEFAULTS["tiny"].num_epochs),
+        (5001, CATEGORY_DEFAULTS["tiny"].num_epochs - 1),
+    ],
 )
 def test_smart_epochs_follow_the_dataset_size(
-    tmp_path: Path, tiny_base: Path, n_samples: int, extra_epochs: int
+    tmp_path: Path, tiny_base: Path, n_samples: int, epochs: int
 ) -> None:
     r = resolve(tiny_base, tmp_path / "no-etc", n_samples=n_samples)
-    assert r.config.num_epochs == CATEGORY_DEFAULTS["tiny"].num_epochs + extra_epochs
+    assert r.config.num_epochs == epochs
     assert r.sources["num_epochs"] == "smart"
+    full = resolve(tiny_base, tmp_path / "no-etc", n_samples=n_samples, kind="full")
+    tiny = CATEGORY_DEFAULTS["tiny"]
+    extra = 2 if n_samples < 100 else -1 if n_samples > 5000 else 0
+    assert full.config.num_epochs == tiny.num_epochs + extra
+
+
+def test_a_small_profiles_lora_steps_often_at_a_higher_rate(
+    tmp_path: Path, tiny_base: Path
+) -> None:
+    tiny = CATEGORY_DEFAULTS["tiny"]
+    small = resolve(tiny_base, tmp_path / "no-etc", n_samples=150)
+    assert small.config.learning_rate == pytest.approx(tiny.lora_learning_rate * 10 / 3)
+    assert (small.config.batch_size, small.config.gradient_accumulation_steps) == (8, 1)
+    big = resolve(tiny_base, tmp_path / "no-etc", n_samples=300)
+    assert big.config.learning_rate == tiny.lora_learning_rate
+    assert big.config.gradient_accumulation_steps == tiny.gradient_accumulation_steps
+    # A model of 2B parameters and more is not a small profile's whatever its data.
+    medium = header_only_model(tmp_path / "medium", 3_000_000_000)
+    m = resolve(medium, tmp_path / "no-etc", n_samples=150)
+    assert m.config.learning_rate == CATEGORY_DEFAULTS["medium"].lora_learning_rate
 
 
 def test_smart_defaults_follow_the_size_category(tmp_path: Path) -> None:
