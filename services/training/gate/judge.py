@@ -11,8 +11,21 @@ from typing import Any
 
 import structlog
 
+from services.persona_prompt import NO_REPEAT_NGRAM
 from services.training.config import GateSettings, ResolvedConfig
 from services.training.dataset_reader import Selection
+from services.training.gate.fidelity import (
+    CLOSING_TAG,
+    PROBES_FILE,
+    Answers,
+    FidelityProbe,
+    Prompt,
+    answer_both,
+    check,
+    outputs,
+    read_probes,
+    scores,
+)
 from services.training.gate.loss import LossStat, weighted_loss
 from services.training.gate.probe import probe_samples, run_probe, tag_table
 from services.training.gate.sets import (
@@ -21,6 +34,7 @@ from services.training.gate.sets import (
     EvalSample,
     Render,
     chat_renderer,
+    prompt_renderer,
     read_eval_set,
     samples_of,
 )
@@ -32,7 +46,12 @@ from services.training.gate.verdict import (
     verdict,
     write_results,
 )
-from services.training.inference import apply_adapter, load_for_inference
+from services.training.inference import (
+    apply_adapter,
+    default_stops,
+    generate_answer,
+    load_for_inference,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -147,6 +166,27 @@ class Scores:
     reference: dict[str, LossStat]
     candidate: dict[str, LossStat]
     probe: dict[str, Any] | None
+    fidelity: dict[str, dict[str, Answers]] | None = None  # "reference", "candidate"
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """What the fidelity check asks each model (see ``gate.fidelity``)."""
+
+    probes: list[FidelityProbe]
+    prompt: Prompt
+    max_new_tokens: int
+
+    def answers(self, model: Any, tokenizer: Any) -> dict[str, Answers]:
+        stops = [*default_stops(tokenizer), CLOSING_TAG]
+
+        def generate(prompt: str) -> tuple[str, bool]:
+            out = generate_answer(
+                model, tokenizer, prompt, self.max_new_tokens, 0.0, stops, NO_REPEAT_NGRAM
+            )
+            return out.text, out.stopped
+
+        return answer_both(self.probes, self.prompt, generate)
 
 
 def _free_memory() -> None:
@@ -158,14 +198,23 @@ def _free_memory() -> None:
 
 
 def score(
-    models: Models, sets: EvalSets, tokenizer: Any, settings: GateSettings, max_len: int
+    models: Models,
+    sets: EvalSets,
+    tokenizer: Any,
+    settings: GateSettings,
+    max_len: int,
+    fidelity: Fidelity | None = None,
 ) -> Scores:
-    """The reference's losses, then the candidate's and its tag probe; one model in memory
-    at a time. ``tokenizer`` is the candidate's."""
+    """The reference's losses (and fidelity answers), then the candidate's, its tag probe
+    (and fidelity answers); one model in memory at a time. ``tokenizer`` is the
+    candidate's."""
     _free_memory()
     model, reference_tokenizer = models.load_reference()
     reference = sets.losses(model, reference_tokenizer, max_len)
     log.info("gate reference scored", **{k: round(v.loss, 4) for k, v in reference.items()})
+    answers: dict[str, dict[str, Answers]] | None = None
+    if fidelity is not None:
+        answers = {"reference": fidelity.answers(model, reference_tokenizer)}
     if models.adapter_on_reference:
         model = models.add_adapter(model)  # the base is the reference: reuse it
     else:
@@ -177,9 +226,39 @@ def score(
     probe = None
     if settings.probe_tokens > 0 and settings.probe_per_mode > 0 and sets.probe:
         probe = run_probe(model, tokenizer, sets.probe, settings.probe_tokens, tag_table())
+    if fidelity is not None and answers is not None:
+        answers["candidate"] = fidelity.answers(model, tokenizer)
+        log.info("gate fidelity answered", probes=len(fidelity.probes))
     del model
     _free_memory()
-    return Scores(reference, candidate, probe)
+    return Scores(reference, candidate, probe, answers)
+
+
+def fidelity_of(run_dir: Path, tokenizer: Any, settings: GateSettings) -> Fidelity | None:
+    """The fidelity check's probes and prompt format; None when it is off or has no probes."""
+    if settings.fidelity_probes <= 0:
+        return None
+    probes = read_probes(run_dir / PROBES_FILE)[: settings.fidelity_probes]
+    prompt = prompt_renderer(run_dir, tokenizer)
+    if not probes or prompt is None:
+        return None
+    return Fidelity(probes, prompt, settings.fidelity_tokens)
+
+
+def fidelity_verdict(
+    fidelity: Fidelity, answers: dict[str, dict[str, Answers]], models: Models, tolerance: float
+) -> dict[str, Any]:
+    """The verdict's ``fidelity``: each model's scores and the check."""
+    reference = scores(fidelity.probes, answers["reference"], None)
+    candidate = scores(fidelity.probes, answers["candidate"], answers["reference"])
+    return {
+        **check(candidate, reference, tolerance),
+        "probes": len(fidelity.probes),
+        "sources": sorted({p.source for p in fidelity.probes}),
+        "transfer_against": models.reference()["source"],
+        "reference": reference,
+        "candidate": candidate,
+    }
 
 
 def evaluate_candidate(
@@ -210,25 +289,33 @@ def evaluate_candidate(
     tokenizer = AutoTokenizer.from_pretrained(artifact)
     render = chat_renderer(run_dir, tokenizer)
     sets = gather_sets(run_dir, selection, render, general_set, settings.probe_per_mode)
-    scores = score(models, sets, tokenizer, settings, resolved.config.max_seq_length)
+    fidelity = fidelity_of(run_dir, tokenizer, settings)
+    result = score(models, sets, tokenizer, settings, resolved.config.max_seq_length, fidelity)
     heldout, regression = loss_checks(
-        scores.candidate, scores.reference, sets.regression_names, settings
+        result.candidate, result.reference, sets.regression_names, settings
     )
+    persona = None
+    if fidelity is not None and result.fidelity is not None:
+        persona = fidelity_verdict(fidelity, result.fidelity, models, settings.fidelity_tolerance)
     gate = verdict(
         heldout=heldout,
         regression=regression,
-        probe=scores.probe,
+        probe=result.probe,
         reference=models.reference(),
         settings=settings,
         warnings=sets.warnings,
         started=started,
+        fidelity=persona,
     )
     details = eval_details(
         candidate=models.candidate(),
-        candidate_losses=scores.candidate,
-        reference_losses=scores.reference,
+        candidate_losses=result.candidate,
+        reference_losses=result.reference,
         regression_sets=sets.paths,
-        probe=scores.probe,
+        probe=result.probe,
+        fidelity_outputs=None
+        if fidelity is None or result.fidelity is None
+        else outputs(fidelity.probes, result.fidelity),
     )
     write_results(run_dir, gate, details)
     log.info("gate", passed=gate["passed"], reason=gate["reason"])
