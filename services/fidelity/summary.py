@@ -20,8 +20,14 @@ def model_summary(scores: Mapping[str, Any]) -> dict[str, Any]:
     without = scores.get("without_retrieval") or {}
     transfer = without.get("transfer")
     hygiene = [(scores.get(s) or {}).get("hygiene") or {} for s in SETTINGS]
-    stray = [h.get("with_stray_tags") for h in hygiene if isinstance(h.get("with_stray_tags"), int)]
-    stopped = [h.get("stopped_share") for h in hygiene if isinstance(h.get("stopped_share"), float)]
+    stray = [
+        int(h["with_stray_tags"]) for h in hygiene if isinstance(h.get("with_stray_tags"), int)
+    ]
+    stopped = [
+        float(h["stopped_share"])
+        for h in hygiene
+        if isinstance(h.get("stopped_share"), int | float)
+    ]
     return {
         "recall": _recall(scores, "without_retrieval"),
         "recall_with_retrieval": _recall(scores, "with_retrieval"),
