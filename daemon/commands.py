@@ -16,6 +16,7 @@ from daemon.control import CommandError, Handler
 from daemon.runtime import Runtime
 from services.ask import AskConfig, AskError
 from services.ask import ask as answer_question
+from services.fidelity.summary import run_fidelity
 from services.ledger import Ledger
 from services.publish import PublishError
 from services.publish.release import rollback
@@ -119,6 +120,7 @@ class Commands:
                 self._ledger().active_versions(),
             )
         )
+        fidelity = await self._run(lambda: self._active_fidelity(active))
         rt = self.rt
         s = rt.settings
         profiles: dict[str, Any] = {}
@@ -134,6 +136,7 @@ class Commands:
                 "quality": st.get("quality"),
                 "since_last_training": st.get("since_last_training", 0),
                 "active_version": f"v{active[name]}" if name in active else None,
+                "active_fidelity": fidelity.get(name),
                 "last_ingest_at": c["last_ingest_at"],
                 "queue": rt.queue_depth(name),
                 "paused": name in paused,
@@ -295,13 +298,25 @@ class Commands:
 
         return await self._run(apply)
 
+    def _active_fidelity(self, active: dict[str, int]) -> dict[str, Any]:
+        """Profile -> the active version's fidelity summary (from its gate verdict)."""
+        out: dict[str, Any] = {}
+        for profile in active:
+            row = next((v for v in self._ledger().versions(profile) if v["active"]), None)
+            out[profile] = run_fidelity(row.get("run_dir")) if row else None
+        return out
+
     async def versions(self, args: dict[str, Any]) -> dict[str, Any]:
         profile = _str_arg(args, "profile")
         assert profile is not None
 
         def run() -> dict[str, Any]:
             self._known_profile(profile)
-            return {"profile": profile, "versions": self._ledger().versions(profile)}
+            versions = [
+                {**v, "fidelity": run_fidelity(v.get("run_dir"))}
+                for v in self._ledger().versions(profile)
+            ]
+            return {"profile": profile, "versions": versions}
 
         return await self._run(run)
 

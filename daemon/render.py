@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from services.fidelity.summary import describe
+
 console = Console(highlight=False)
 
 
@@ -58,6 +60,10 @@ def status(result: dict[str, Any], args: argparse.Namespace) -> None:
                 p.get("last_ingest_at") or "-",
             )
         console.print(table)
+        for name, p in profiles.items():
+            if p.get("active_version"):
+                fidelity = describe(p.get("active_fidelity"))
+                console.print(f"  {name} {p['active_version']}: {fidelity}")
     for sched in result.get("schedules") or []:
         console.print(f"  schedule {sched['kind']} ({sched['cron']}): next {sched['next_run']}")
     jobs = result.get("jobs") or []
@@ -180,17 +186,25 @@ def versions(result: dict[str, Any], args: argparse.Namespace) -> None:
     if not rows:
         console.print(f"{result['profile']}: nothing published yet")
         return
-    table = Table("version", "kind", "job", "created", "ollama", "")
+    table = Table("version", "kind", "job", "created", "ollama", "recall", "+memories", "style", "")
     for v in rows:
+        fidelity = v.get("fidelity") or {}
         table.add_row(
             f"v{v['version']}",
             v["kind"],
             str(v.get("job_id") or "-"),
             str(v["created_at"])[:19],
             v.get("ollama_model") or "-",
+            _pct(fidelity.get("recall")),
+            _pct(fidelity.get("recall_with_retrieval")),
+            _pct(fidelity.get("transfer")),
             "[bold green]active[/bold green]" if v["active"] else "",
         )
     console.print(table)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{value:.0%}"
 
 
 def rolled_back(result: dict[str, Any], args: argparse.Namespace) -> None:

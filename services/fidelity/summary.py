@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 SETTINGS = ("without_retrieval", "with_retrieval")
@@ -67,3 +70,25 @@ def describe(summary: Mapping[str, Any] | None) -> str:
     if summary.get("stray_tags") is not None:
         parts.append(f"{summary['stray_tags']} with stray tags")
     return ", ".join(parts)
+
+
+def run_fidelity(run_dir: str | Path | None) -> dict[str, Any] | None:
+    """:func:`version_fidelity` of a run directory's ``eval.json``; None when there is none
+    (read again only when the file changed)."""
+    if not run_dir:
+        return None
+    path = Path(run_dir) / "eval.json"
+    try:
+        stamp = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    return _read_fidelity(str(path), stamp)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_fidelity(path: str, stamp: int) -> dict[str, Any] | None:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return version_fidelity(data) if isinstance(data, dict) else None
