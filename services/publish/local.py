@@ -135,6 +135,18 @@ class LocalRegistry:
         base = json.loads((active / BASE_FILE).read_text())["base"]
         return str(base), active / "adapter"
 
+    def version_model(self, profile: str, version: int) -> tuple[str, Path | None]:
+        """(model directory or spec, adapter directory or None) of any published version,
+        as :meth:`serving_model` gives the active one's; PublishError when there is no such
+        version or its ``base.json`` cannot be read."""
+        path = self.path(profile, version)
+        if (path / "model" / "config.json").is_file():
+            return str(path / "model"), None
+        try:
+            return str(json.loads((path / BASE_FILE).read_text())["base"]), path / "adapter"
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise PublishError(f"{profile}/v{version}: cannot read {BASE_FILE}: {exc}") from exc
+
     def info(self, profile: str, version: int) -> dict[str, Any]:
         """What ``version.json`` of a version holds."""
         path = self.path(profile, version) / VERSION_FILE
