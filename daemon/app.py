@@ -83,6 +83,9 @@ class Daemon:
     def describe_schedules(self) -> list[dict[str, Any]]:
         return self.schedules.describe() if self.schedules else []
 
+    def retrieve(self, profile: str, question: str, k: int) -> list[tuple[str, str]]:
+        return self._retrieve(profile, question, k)
+
     # -- the process ------------------------------------------------------------------
     def run(self) -> int:
         """Run in the foreground until SIGTERM/SIGINT; returns the exit status."""

@@ -117,7 +117,8 @@ def _profile_commands(commands: _Commands) -> None:
 
 
 def _model_commands(commands: _Commands) -> None:
-    """ask, demo, report: the model answering, the whole cycle, a run's report."""
+    """ask, eval, demo, report: the model answering, its fidelity, the whole cycle, a run's
+    report."""
     ask = commands.add("ask", "answer a question as the person (their memories + active model)")
     ask.add_argument("profile")
     ask.add_argument("question")
@@ -132,6 +133,12 @@ def _model_commands(commands: _Commands) -> None:
     demo.add_argument(
         "--persona", default="maren", choices=("maren", "odile"), help=argparse.SUPPRESS
     )
+
+    evaluate = commands.add(
+        "eval", "a published version's persona fidelity against the base model, on demand"
+    )
+    evaluate.add_argument("profile")
+    evaluate.add_argument("--version", help="the version, e.g. v2 (default: the active one)")
 
     report = commands.add("report", "a run's loss curves (PNG), dataset quality, gate and version")
     report.add_argument("target", metavar="RUN_DIR|PROFILE")
@@ -222,17 +229,28 @@ CLIENT_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]],
         },
         render.ask,
     ),
+    "eval": (
+        lambda a: {
+            k: v
+            for k, v in (
+                ("profile", a.profile),
+                ("version", _version_number(a.version, "--version")),
+            )
+            if v is not None
+        },
+        render.evaluated,
+    ),
     "pause": (lambda a: {"profile": a.profile}, render.paused),
     "resume": (lambda a: {"profile": a.profile}, render.paused),
 }
 
 
-def _version_number(text: str | None) -> int | None:
+def _version_number(text: str | None, flag: str = "--to") -> int | None:
     if text is None:
         return None
     digits = text.lower().removeprefix("v")
     if not digits.isdigit():
-        raise SystemExit(f"personad: --to takes a version like v2, not {text!r}")
+        raise SystemExit(f"personad: {flag} takes a version like v2, not {text!r}")
     return int(digits)
 
 
@@ -373,7 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return LOCAL_COMMANDS[args.command](settings, args)
     to_args, printer = CLIENT_COMMANDS[args.command]
     try:
-        with ControlClient(settings.socket_file, timeout=600.0) as client:
+        # eval waits for its child (ask.timeout_s x 4 at most), every other command less.
+        timeout = settings.ask.timeout_s * 4 + 60 if args.command == "eval" else 600.0
+        with ControlClient(settings.socket_file, timeout=timeout) as client:
             result = client.call(args.command, to_args(args))
             if args.command == "train" and args.wait:
                 if not args.json:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -220,6 +221,24 @@ def ask(result: dict[str, Any], args: argparse.Namespace) -> None:
         name = f"{result['profile']} {label}" if label != "base" else "base model"
         console.print(f"[bold]{name}[/bold] ({answer['seconds']:.1f}s):")
         console.print(f"  {answer['text'] or '(no answer)'}", markup=False)
+
+
+def evaluated(result: dict[str, Any], args: argparse.Namespace) -> None:
+    """``eval``: one line per model (the base, then the version), the check, the run dir."""
+    fidelity = result.get("fidelity") or {}
+    probes = fidelity.get("probes")
+    console.print(
+        f"[bold]{result['profile']} {result['version']}[/bold] against the base model"
+        + (f", {probes} probes" if probes is not None else ""),
+        markup=True,
+    )
+    console.print(f"  base: {describe(fidelity.get('reference'))}", markup=False)
+    console.print(f"  {result['version']}: {describe(fidelity)}", markup=False)
+    check = result.get("check") or {}
+    if check.get("summary"):
+        mark = "[green]ok[/green]" if check.get("passed") else "[yellow]below the base[/yellow]"
+        console.print(f"  {mark} {escape(str(check['summary']))}", markup=True)
+    console.print(f"  run dir {result['run_dir']}", markup=False)
 
 
 def cancel(result: dict[str, Any], args: argparse.Namespace) -> None:
