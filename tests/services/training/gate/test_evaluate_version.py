@@ -47,9 +47,9 @@ def _run_dir(root: Path) -> Path:
 
 def _child(run: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "services.training.gate.evaluate_version", "--run-dir", str(run)]
     return subprocess.run(
-        [sys.executable, "-m", "services.training.gate.evaluate_version", "--run-dir", str(run)]
-        + ["--cache-dir", str(run.parent / "cache"), "--device", "cpu", *args],
+        [*argv, "--cache-dir", str(run.parent / "cache"), "--device", "cpu", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -125,6 +125,7 @@ def test_the_child_scores_the_version_and_its_base(
     assert base != version
 
 
+@pytest.mark.slow
 def test_bad_input_is_exit_3_with_an_error_line(tmp_path: Path, tiny_model: Path) -> None:
     run = tmp_path / "empty"
     run.mkdir()
