@@ -161,10 +161,42 @@ def _generate_kwargs(
     else:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     if no_repeat > 0:
-        kwargs["no_repeat_ngram_size"] = no_repeat
+        # Only within the answer: transformers' no_repeat_ngram_size counts the prompt too,
+        # so a model could not repeat a name from the memories it was shown.
+        kwargs["logits_processor"] = _answer_ngram_blocker(no_repeat, input_ids.shape[1])
     if multi:
         kwargs.update(stop_strings=multi, tokenizer=tokenizer)
     return kwargs
+
+
+def _answer_ngram_blocker(n: int, prompt_len: int) -> Any:
+    """A logits processor list that forbids any n-gram of the answer (the tokens after the
+    first ``prompt_len``) to occur twice in it."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class NoRepeatInAnswer(LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            for row in range(input_ids.shape[0]):
+                banned = banned_next_tokens(input_ids[row, prompt_len:].tolist(), n)
+                if banned:
+                    scores[row, sorted(banned)] = -float("inf")
+            return scores
+
+    return LogitsProcessorList([NoRepeatInAnswer()])
+
+
+def banned_next_tokens(tokens: Sequence[int], n: int) -> set[int]:
+    """The tokens that would complete an n-gram already in ``tokens``."""
+    if n < 1 or len(tokens) < n - 1:
+        return set()
+    if n == 1:
+        return set(tokens)
+    tail = tuple(tokens[len(tokens) - (n - 1) :])
+    return {
+        tokens[i + n - 1]
+        for i in range(len(tokens) - n + 1)
+        if tuple(tokens[i : i + n - 1]) == tail
+    }
 
 
 class Generated(NamedTuple):

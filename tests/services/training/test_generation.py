@@ -16,6 +16,8 @@ import pytest
 from services.training.command import ExitCode
 from services.training.errors import BadInputError
 from services.training.inference import (
+    _answer_ngram_blocker,
+    banned_next_tokens,
     cut_at_stop,
     default_stops,
     generate,
@@ -173,7 +175,7 @@ def test_no_repeat_ngram_keeps_a_looping_model_from_repeating_itself(
         return len(grams) - len(set(grams))
 
     assert repeats(written()) > 0  # left alone, the untrained model loops
-    held_ids = written(no_repeat_ngram_size=3)
+    held_ids = written(logits_processor=_answer_ngram_blocker(3, len(ids)))
     assert len(held_ids) > 10 and repeats(held_ids) == 0
     held = generate(model, tokenizer, prompt, max_new_tokens=40, stop=[], no_repeat_ngram=3)
     free = generate(model, tokenizer, prompt, max_new_tokens=40, stop=[])
@@ -195,6 +197,14 @@ def test_no_repeat_ngram_keeps_a_looping_model_from_repeating_itself(
     )
     assert proc.returncode == ExitCode.OK, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["text"] == cut_at_stop(held, default_stops(tokenizer))
+
+
+def test_only_the_answers_own_ngrams_are_blocked_not_the_prompts() -> None:
+    # A name the prompt showed (its memories) may be said again; the answer may not loop.
+    assert banned_next_tokens([7, 8], 3) == set()  # "7 8 9" was in the prompt: still allowed
+    assert banned_next_tokens([1, 2, 3, 1, 2], 3) == {3}
+    assert banned_next_tokens([5, 5], 2) == {5}
+    assert banned_next_tokens([], 3) == set()
 
 
 def test_the_cli_takes_extra_stop_strings(
