@@ -22,7 +22,8 @@ handles a kind of failure catches that package's root. The tree::
     ├── LifecycleError           services.lifecycle: a lifecycle setting (a schedule)
     ├── PublishError             services.publish: the local registry and Ollama
     │   └── StaleBase                a candidate trained on a base that is no longer current
-    ├── AskError                 services.ask: a question that cannot be answered
+    ├── AskError                 services.generation_worker (and services.ask): a question
+    │                            that cannot be answered
     ├── ReportError              services.report: a run report
     └── DaemonError              daemon.errors: the daemon process and its CLI
         ├── AlreadyRunning           another daemon holds the state directory

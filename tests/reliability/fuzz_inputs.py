@@ -21,6 +21,7 @@ T = TypeVar("T")
 KNOWN_COMMANDS = (
     "ask",
     "cancel",
+    "eval",
     "jobs",
     "pause",
     "ping",
