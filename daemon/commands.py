@@ -4,35 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any, TypeVar
 
 from daemon.control import CommandError, Handler
 from daemon.runtime import Runtime
+from daemon.version_eval import EvalChildren, EvalRun, prepare_eval, run_eval
 from services.ask import AskConfig, AskError
 from services.ask import ask as answer_question
-from services.curation import Sample
-from services.dataset_build import SCHEMA_APPLIED, select_samples
-from services.durable import write_bytes, write_jsonl, write_text
-from services.errors import PersonadError
 from services.fidelity.summary import run_fidelity, version_fidelity
 from services.ledger import Ledger
 from services.publish import PublishError
-from services.publish.local import LocalRegistry
 from services.publish.release import rollback
 from services.report import latest_report
-from services.run_prep import OWN_PROBES, PROBES_FILE, fidelity_probes, new_run_dir, own_probes
-from services.training.config import GateSettings
 
 T = TypeVar("T")
 
@@ -72,8 +61,7 @@ class Commands:
         self._local = threading.local()
         self._ledgers: list[Ledger] = []
         self._ledgers_lock = threading.Lock()
-        self._children: set[subprocess.Popen[str]] = set()
-        self._children_lock = threading.Lock()
+        self._eval_children = EvalChildren()
 
     def handlers(self) -> dict[str, Handler]:
         return {
@@ -94,9 +82,7 @@ class Commands:
         }
 
     def close(self) -> None:
-        with self._children_lock:  # eval children end (SIGTERM): nothing waits on them
-            for child in self._children:
-                child.terminate()
+        self._eval_children.terminate()  # eval children end (SIGTERM): nothing waits on them
         self._pool.shutdown(wait=True, cancel_futures=True)
         with self._ledgers_lock:
             for ledger in self._ledgers:
@@ -397,13 +383,13 @@ class Commands:
             raise CommandError("bad_args", "'version' must be a version number (1, 2, ...)")
         assert profile is not None
 
-        def prepare() -> _EvalRun:
+        def prepare() -> EvalRun:
             self._known_profile(profile)
-            return self._prepare_eval(profile, number)
+            return prepare_eval(self._ledger(), self.rt.settings, self.rt.retrieve, profile, number)
 
         run = await self._run(prepare)
         await self._run(self.rt.generation_pool.release)  # the child needs their memory
-        fidelity = await self._run(lambda: self._run_eval(run))
+        fidelity = await self._run(lambda: run_eval(self.rt.settings, run, self._eval_children))
         summary = version_fidelity({"fidelity": fidelity}) or {}
         return {
             "profile": profile,
@@ -412,142 +398,3 @@ class Commands:
             "fidelity": {k: v for k, v in summary.items() if k != "passed"},
             "check": {"passed": fidelity.get("passed"), "summary": fidelity.get("summary")},
         }
-
-    def _prepare_eval(self, profile: str, number: int | None) -> _EvalRun:
-        """The version's model and base, and a new run directory holding its chat format
-        and the probes (with the memories retrieval finds for each)."""
-        s = self.rt.settings
-        ledger = self._ledger()
-        if number is None:
-            number = ledger.active_version(profile)
-            if number is None:
-                raise CommandError(
-                    "not_published", f"{profile} has no active version: nothing to evaluate"
-                )
-        row = next((v for v in ledger.versions(profile) if v["version"] == number), None)
-        if row is None:
-            known = ", ".join(f"v{v['version']}" for v in ledger.versions(profile)) or "none"
-            raise CommandError(
-                "not_published", f"{profile} has no version v{number} (published: {known})"
-            )
-        registry = LocalRegistry(s.state_dir / "models")
-        try:
-            model, adapter = registry.version_model(profile, number)
-            info = registry.info(profile, number)
-        except PublishError as exc:
-            raise CommandError("not_published", str(exc)) from exc
-        base = str(info.get("base") or row.get("base") or s.training.base_model)
-        trained_in = row.get("run_dir") or (info.get("info") or {}).get("run_dir")
-        schema = Path(trained_in) / SCHEMA_APPLIED if trained_in else None
-        if schema is None or not schema.is_file():
-            where = schema or "no training run recorded"
-            raise CommandError(
-                "eval_failed",
-                f"{profile} v{number}: no {SCHEMA_APPLIED} of its training run ({where}): "
-                "the chat format it was trained in is unknown",
-            )
-        try:
-            own = own_probes(s.profiles / profile / OWN_PROBES)
-        except PersonadError as exc:
-            raise CommandError("eval_failed", str(exc)) from exc
-        samples = [Sample.from_record(r) for r in ledger.sample_records(profile)]
-        held_out = select_samples(samples, mode=None, max_samples=None)  # best first
-        limit = max(_probe_limit(s.training.config), len(own))
-        probes = fidelity_probes(profile, held_out, own, self.rt.retrieve, limit)
-        if not probes:
-            raise CommandError(
-                "eval_failed",
-                f"{profile} has nothing to ask: write questions into "
-                f"{s.profiles / profile / OWN_PROBES} "
-                '(one {"question", "reference"} per line) or add held-out conversations',
-            )
-        run_dir = new_run_dir(s.state_dir, profile, f"eval-v{number}")
-        write_bytes(run_dir / SCHEMA_APPLIED, schema.read_bytes())
-        write_jsonl(run_dir / PROBES_FILE, probes)
-        return _EvalRun(profile, number, run_dir, model, adapter, base)
-
-    def _run_eval(self, run: _EvalRun) -> dict[str, Any]:
-        """The child's ``fidelity``; ``eval_failed`` with its error line when it fails."""
-        s = self.rt.settings
-        argv = [
-            s.training.python or sys.executable,
-            "-m",
-            "services.training.gate.evaluate_version",
-            "--run-dir",
-            str(run.run_dir),
-            "--model",
-            run.model,
-            "--base",
-            run.base,
-            "--cache-dir",
-            str(s.state_dir / "base-models"),
-            "--version",
-            f"v{run.version}",
-            "--device",
-            s.training.device,
-        ]
-        if run.adapter is not None:
-            argv += ["--adapter", str(run.adapter)]
-        timeout = s.ask.timeout_s * 4
-        with subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        ) as child:
-            with self._children_lock:
-                self._children.add(child)
-            try:
-                stdout, stderr = child.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                stdout, stderr = child.communicate()
-                raise CommandError(
-                    "eval_failed", f"the evaluation did not finish within {timeout:.0f}s"
-                ) from None
-            finally:
-                with self._children_lock:
-                    self._children.discard(child)
-                write_text(run.run_dir / "child.stderr", stderr or "")
-        try:
-            out = json.loads(stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            tail = (stderr or "").strip().splitlines()[-1:] or ["no output"]
-            raise CommandError(
-                "eval_failed", f"the evaluation failed (exit {child.returncode}): {tail[0]}"
-            ) from None
-        if not isinstance(out, dict) or "error" in out or child.returncode != 0:
-            error = out.get("error") if isinstance(out, dict) else None
-            raise CommandError("eval_failed", str(error or f"exit {child.returncode}"))
-        fidelity = out.get("fidelity")
-        if not isinstance(fidelity, dict):
-            raise CommandError("eval_failed", "the evaluation printed no fidelity")
-        return fidelity
-
-
-@dataclass(frozen=True)
-class _EvalRun:
-    """What ``eval`` asks its child: the version's model (and adapter), its base."""
-
-    profile: str
-    version: int
-    run_dir: Path
-    model: str
-    adapter: Path | None
-    base: str
-
-
-def _probe_limit(config: dict[str, Any]) -> int:
-    """``gate.fidelity_probes`` of ``training.config`` (dotted or nested), else the
-    default."""
-    gate = config.get("gate")
-    value = config.get("gate.fidelity_probes")
-    if value is None and isinstance(gate, dict):
-        value = gate.get("fidelity_probes")
-    if value is None:
-        return GateSettings().fidelity_probes
-    try:
-        return GateSettings(fidelity_probes=value).fidelity_probes
-    except ValueError:
-        return GateSettings().fidelity_probes
