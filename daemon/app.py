@@ -24,7 +24,7 @@ from daemon.supervisor import Supervisor
 from daemon.watcher import IngestQueue, Watcher
 from services.curation import load_rules
 from services.embedding import make_embedder
-from services.generation_worker import WorkerPool
+from services.generation_pool import WorkerPool
 from services.index import VectorIndex
 from services.ingest import make_curator
 from services.ledger import Ledger

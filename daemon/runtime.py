@@ -7,7 +7,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from services.generation_worker import WorkerPool
+from services.generation_pool import WorkerPool
 from services.index import VectorIndex
 from services.publish.release import ReleaseConfig
 from services.settings import Settings

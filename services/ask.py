@@ -9,7 +9,7 @@ question as an emulation-mode user turn (``<user>...</user>``), in the model's c
 The model runs in a child process (``python -m services.generation``) so the daemon
 never loads weights, or, when the active version is published to Ollama, in Ollama. With
 ``ask.warm`` the child stays loaded between questions (a generation worker of a
-:class:`services.generation_worker.WorkerPool`); else each answer starts one. A local
+:class:`services.generation_pool.WorkerPool`); else each answer starts one. A local
 answer ends at the model's own stops or the emulation mode's closing tag
 (``</assistant>``), where the person's turn ends in the training samples.
 """
@@ -33,7 +33,8 @@ from typing import Any
 from services.curation.modes import mode_tags
 
 # AskError is the generation worker's, so that the worker needs nothing of this module.
-from services.generation_worker import AskError, WorkerPool, WorkerSpec
+from services.generation_pool import WorkerPool
+from services.generation_worker import AskError, WorkerSpec
 from services.index import SearchHit, VectorIndex
 from services.ledger import Ledger
 from services.persona_prompt import ask_messages

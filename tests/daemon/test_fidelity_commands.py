@@ -13,7 +13,7 @@ from typing import Any
 
 from daemon.commands import Commands
 from daemon.runtime import IngestState
-from services.generation_worker import WorkerPool
+from services.generation_pool import WorkerPool
 from services.ledger import Ledger
 from services.settings import Settings, load_settings
 

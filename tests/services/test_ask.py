@@ -19,7 +19,8 @@ from services.ask import (
     targets,
 )
 from services.curation.modes import mode_tags
-from services.generation_worker import Reply, WorkerPool, WorkerSpec
+from services.generation_pool import WorkerPool
+from services.generation_worker import Reply, WorkerSpec
 from services.persona_prompt import ask_messages
 
 

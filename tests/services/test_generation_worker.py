@@ -1,5 +1,5 @@
-"""Warm generation workers (``services.generation_worker``): real ``python -m
-services.generation --serve`` processes on the tiny model."""
+"""Warm generation workers (``services.generation_worker``, ``services.generation_pool``):
+real ``python -m services.generation --serve`` processes on the tiny model."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from services.generation_worker import AskError, GenerationWorker, WorkerPool, WorkerSpec
+from services.generation_pool import WorkerPool
+from services.generation_worker import AskError, GenerationWorker, WorkerSpec
 from tests.services.training.training_helpers import REPO, conversation
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
