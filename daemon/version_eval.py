@@ -30,7 +30,7 @@ from services.run_prep import (
     own_probes,
 )
 from services.settings import Settings
-from services.training.config import GateSettings
+from services.training.config_model import GateSettings
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from services.jsonl import read_objects
-from services.training.config import TrainingConfig
+from services.training.config_model import TrainingConfig
 from services.training.errors import BadInputError
 
 DATASET_FILE = "fine_tune_dataset.jsonl"

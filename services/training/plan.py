@@ -24,7 +24,7 @@ from services.training.batching import (
     plan_steps,
     split_step,
 )
-from services.training.config import TrainingConfig
+from services.training.config_model import TrainingConfig
 
 
 def lr_lambda(scheduler: str, warmup: int, total: int) -> Callable[[int], float]:

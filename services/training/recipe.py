@@ -45,7 +45,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from services.training.batching import Batch, Example, collate, encode
 from services.training.checkpoints import Checkpoints, write_artifact
-from services.training.config import ResolvedConfig, TrainingConfig
+from services.training.config import ResolvedConfig
+from services.training.config_model import TrainingConfig
 from services.training.dataset_reader import Selection
 from services.training.inference import pick_device
 from services.training.loss import TokenLoss, eval_loss, packing_works

@@ -1,7 +1,7 @@
 """The evaluation gate: a trained candidate against the reference model, before publishing.
 
 Run by the training child right after training (``services/training/__main__.py``), under
-the resolved config's ``gate`` settings (``services.training.config.GateSettings``):
+the resolved config's ``gate`` settings (``services.training.config_model.GateSettings``):
 
 - **held-out loss**: the mean weighted completion-token loss (each token's loss weighted
   by its sample's weight) of the candidate and of the reference on the run's eval split.

@@ -38,7 +38,7 @@ import structlog
 
 from services.durable import json_text, write_text
 from services.training.command import ExitCode
-from services.training.config import GateSettings
+from services.training.config_model import GateSettings
 from services.training.errors import BadInputError
 from services.training.gate.fidelity import PROBES_FILE, outputs, read_probes
 from services.training.gate.judge import Fidelity, Models, _free_memory, fidelity_verdict

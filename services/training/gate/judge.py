@@ -12,7 +12,8 @@ from typing import Any
 import structlog
 
 from services.persona_prompt import NO_REPEAT_NGRAM
-from services.training.config import GateSettings, ResolvedConfig
+from services.training.config import ResolvedConfig
+from services.training.config_model import GateSettings
 from services.training.dataset_reader import Selection
 from services.training.gate.fidelity import (
     CLOSING_TAG,

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from services import durable
-from services.training.config import GateSettings
+from services.training.config_model import GateSettings
 from services.training.gate.loss import LossStat
 from services.training.gate.sets import read_json
 

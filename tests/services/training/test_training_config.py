@@ -8,12 +8,8 @@ from typing import Any
 
 import pytest
 
-from services.training.config import (
-    SMALL_PROFILE_EPOCHS,
-    ResolvedConfig,
-    TrainingConfig,
-    resolve_config,
-)
+from services.training.config import SMALL_PROFILE_EPOCHS, ResolvedConfig, resolve_config
+from services.training.config_model import TrainingConfig
 from services.training.errors import TrainingConfigError
 from services.training.modelinfo import CATEGORY_DEFAULTS
 from tests.services.training.training_helpers import header_only_model
