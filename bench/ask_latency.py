@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from services.ask import AskConfig, Target, answer  # noqa: E402
-from services.generation_worker import WorkerPool  # noqa: E402
+from services.generation_pool import WorkerPool  # noqa: E402
 from services.persona_prompt import ask_messages  # noqa: E402
 from services.settings import AskSettings  # noqa: E402
 from services.training.base_model import DEFAULT_BASE, resolve_base_model  # noqa: E402
