@@ -1,7 +1,9 @@
 """CI: runs the real `personad demo` (SmolLM2-135M-Instruct, CPU) and checks its outcome.
 
 Checks that v1 became active, that the fine-tuned model's held-out loss is lower than the
-base model's, and that `ask` returned text. Prints the demo's own output as it goes.
+base model's, that the gate measured persona fidelity and that v1 knows the persona's
+facts at least as well as the base model, and that `ask` answered the demo's question with
+the persona's own fact (caldeirada). Prints the demo's own output as it goes.
 """
 
 from __future__ import annotations
@@ -48,11 +50,19 @@ def main() -> int:
         answer = str(((result.get("answers") or {}).get("v1") or {}).get("text") or "").strip()
         if not answer:
             problems.append("ask returned no text from v1")
+        elif "caldeirada" not in answer.lower():
+            problems.append(f"v1 did not answer with the persona's fact (caldeirada): {answer!r}")
+        fidelity = result.get("fidelity") or {}
+        tuned, base = fidelity.get("recall_with_retrieval"), (fidelity.get("reference") or {})
+        if not isinstance(tuned, float) or tuned < (base.get("recall_with_retrieval") or 0.0):
+            problems.append(f"persona fidelity not measured or worse than the base: {fidelity}")
         if problems:
             return fail(problems, root)
         print(
             f"demo check: ok in {elapsed:.0f}s: v1 active, held-out loss "
-            f"{ref:.4f} -> {cand:.4f}, v1 answered {answer[:80]!r}"
+            f"{ref:.4f} -> {cand:.4f}, fact recall with memories "
+            f"{base.get('recall_with_retrieval') or 0.0:.0%} -> {tuned:.0%}, "
+            f"v1 answered {answer[:80]!r}"
         )
         return 0
     finally:
