@@ -163,7 +163,8 @@ def test_apscheduler_fires_the_schedule(tmp_path: Path, ledger: Ledger) -> None:
         [described] = schedules.describe()
         assert described["kind"] == "lora" and described["next_run"]
         deadline = time.monotonic() + 10
-        while not ledger.jobs() and time.monotonic() < deadline:
+        # The job is in the ledger a moment before the supervisor is woken: wait for both.
+        while not (ledger.jobs() and wakes) and time.monotonic() < deadline:
             time.sleep(0.1)
     finally:
         schedules.stop()
