@@ -25,6 +25,7 @@ from daemon.render import console, follow_job
 from services import durable
 from services.demo_persona import PROFILE, write_persona
 from services.fidelity.summary import describe, version_fidelity
+from services.jsonl import read_object
 from services.personas import MAREN_PROBES, ODILE, Probe, write_memories
 from services.run_prep import OWN_PROBES
 
@@ -261,7 +262,7 @@ class _Demo:
             self.result["job"] = job
             if job["state"] != "succeeded":
                 raise DemoError(f"job {job['id']} {job['state']}: {job.get('reason')}")
-            gate = _read(Path(job["run_dir"]) / "eval.json")
+            gate = read_object(Path(job["run_dir"]) / "eval.json")
             self.result["gate"] = gate
             base_loss, tuned_loss = gate_losses(gate)
             if base_loss is not None and tuned_loss is not None:
@@ -328,11 +329,3 @@ def gate_losses(gate: dict[str, Any]) -> tuple[float | None, float | None]:
 
 def _job(client: ControlClient, job_id: int) -> dict[str, Any]:
     return dict(next(j for j in client.call("jobs")["jobs"] if j["id"] == job_id))
-
-
-def _read(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}

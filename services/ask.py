@@ -30,14 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.curation.modes import mode_tags
-
 # AskError is the generation worker's, so that the worker needs nothing of this module.
 from services.generation_pool import WorkerPool
 from services.generation_worker import AskError, WorkerSpec
 from services.index import SearchHit, VectorIndex
 from services.ledger import Ledger
-from services.persona_prompt import ask_messages
+from services.persona_prompt import NO_REPEAT_NGRAM, answer_stops, ask_messages
 from services.publish.local import LocalRegistry
 from services.run_prep import renderer_for
 from services.schemas import Renderer
@@ -45,8 +43,6 @@ from services.settings import Settings
 from services.training.base_model import parse_spec
 from services.training.errors import BadInputError
 
-# Greedy answers of small models loop on one sentence; no trigram is said twice.
-NO_REPEAT_NGRAM = 3
 _TAG = re.compile(r"</?(?:assistant|user|thought|world|instruction|action)>")
 
 
@@ -154,12 +150,6 @@ def prompt_renderer(family: str | None, model: str) -> Renderer:
 @functools.lru_cache(maxsize=16)
 def _renderer(family: str | None, model: str, stamp: tuple[int, int] | None) -> Renderer:
     return renderer_for(family, model)
-
-
-def answer_stops() -> list[str]:
-    """Where a local answer ends besides the model's own stops: the emulation mode's
-    closing tag (``</assistant>``), as the person's turns end in the training samples."""
-    return [f"</{mode_tags()['emulation'][1]}>"]
 
 
 def answer(

@@ -1,4 +1,4 @@
-"""Reading JSON-lines files: one JSON object per non-blank line.
+"""Reading JSON-lines files (one JSON object per non-blank line) and JSON object files.
 
 Every reader of a personad JSONL file (a run's ``fine_tune_dataset.jsonl``, a regression
 or general evaluation set) takes its objects from :func:`read_objects`, which names the
@@ -40,3 +40,13 @@ def read_objects(
             raise error(f"{where}: not a JSON object")
         out.append((where, obj))
     return out
+
+
+def read_object(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; {} when it is missing, unreadable or not an object (for
+    files that may not be there yet, such as a run's ``eval.json``)."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return data if isinstance(data, dict) else {}

@@ -23,8 +23,21 @@ MAX_MEMORY_CHARS = 400  # each memory shown, clipped with "..."
 CONTEXT_SHARE = 0.3  # training samples that carry memories
 ORACLE_SHARE = 0.8  # of those, the ones whose own memory is among them
 CONTEXT_MEMORIES = 2  # memories per sample that carries them (ask retrieves 4 by default)
-# Greedy answers of small models loop on one sentence; no trigram is said twice.
+# Greedy answers of small models loop on one sentence; no trigram of an answer is said twice.
 NO_REPEAT_NGRAM = 3
+
+
+def emulation_tags() -> tuple[str, str]:
+    """The emulation mode's (prompt, response) tag names (``etc/curation.json``)."""
+    from services.curation.modes import mode_tags
+
+    return mode_tags()["emulation"]
+
+
+def answer_stops() -> list[str]:
+    """Where an answer ends besides the model's own stops: the emulation mode's closing tag
+    (``</assistant>``), as the person's turns end in the training samples."""
+    return [f"</{emulation_tags()[1]}>"]
 
 
 def clip(text: str, limit: int = MAX_MEMORY_CHARS) -> str:

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from services.jsonl import read_object
 
 SETTINGS = ("without_retrieval", "with_retrieval")
 
@@ -87,8 +88,4 @@ def run_fidelity(run_dir: str | Path | None) -> dict[str, Any] | None:
 
 @functools.lru_cache(maxsize=256)
 def _read_fidelity(path: str, stamp: int) -> dict[str, Any] | None:
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return version_fidelity(data) if isinstance(data, dict) else None
+    return version_fidelity(read_object(Path(path)))

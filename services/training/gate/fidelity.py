@@ -34,15 +34,13 @@ import structlog
 from services.fidelity import hygiene, key_terms, mean_recall, recall, transfer_score
 from services.fidelity.hygiene import typical_length
 from services.jsonl import read_objects
-from services.persona_prompt import ask_messages
+from services.persona_prompt import ask_messages, emulation_tags
 from services.training.errors import BadInputError
 
 log = structlog.get_logger(__name__)
 
 PROBES_FILE = "fidelity_probes.jsonl"
 SETTINGS = ("without_retrieval", "with_retrieval")
-EMULATION_TAGS = ("user", "assistant")
-CLOSING_TAG = "</assistant>"
 
 Prompt = Callable[[list[dict[str, str]]], str]
 Generate = Callable[[str], tuple[str, bool]]  # prompt -> (answer, stopped)
@@ -144,7 +142,7 @@ def scores(
                 for text, p in zip(a.texts, probes, strict=True)
             ]
         )
-        h = hygiene(a.texts, a.stopped, [EMULATION_TAGS] * len(a.texts), typical)
+        h = hygiene(a.texts, a.stopped, [emulation_tags()] * len(a.texts), typical)
         other = against.get(setting) if against is not None else None
         out[setting] = {
             "recall": rec.to_dict(),

@@ -11,12 +11,11 @@ from typing import Any
 
 import structlog
 
-from services.persona_prompt import NO_REPEAT_NGRAM
+from services.persona_prompt import NO_REPEAT_NGRAM, answer_stops
 from services.training.config import ResolvedConfig
 from services.training.config_model import GateSettings
 from services.training.dataset_reader import Selection
 from services.training.gate.fidelity import (
-    CLOSING_TAG,
     PROBES_FILE,
     Answers,
     FidelityProbe,
@@ -179,7 +178,7 @@ class Fidelity:
     max_new_tokens: int
 
     def answers(self, model: Any, tokenizer: Any) -> dict[str, Answers]:
-        stops = [*default_stops(tokenizer), CLOSING_TAG]
+        stops = [*default_stops(tokenizer), *answer_stops()]
 
         def generate(prompt: str) -> tuple[str, bool]:
             out = generate_answer(

@@ -9,13 +9,12 @@ no ``prompt``/``completion``/``text`` is rendered in the run's chat format
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from services.jsonl import read_objects
+from services.jsonl import read_object, read_objects
 from services.shipped import etc_dir
 from services.training.dataset_reader import Record, sample_fields
 from services.training.errors import BadInputError
@@ -78,24 +77,27 @@ def _render_messages(obj: dict[str, Any], where: str, render: Render | None) -> 
         raise BadInputError(f"{where}: cannot render its messages: {exc}") from exc
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; {} when it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+def applied_renderer(run_dir: Path) -> Any:
+    """A ``services.schemas.Renderer`` of the template the run's dataset was rendered with
+    (``schema_applied.json``); None without one."""
+    applied = read_object(run_dir / SCHEMA_APPLIED)
+    if not (
+        isinstance(applied.get("chat_template"), str) and isinstance(applied.get("family"), str)
+    ):
+        return None
+    from services.schemas import Renderer, load_schema
+
+    tokens = {k: applied[k] for k in ("bos_token", "eos_token") if applied.get(k)}
+    return Renderer(applied["chat_template"], tokens, load_schema(applied["family"]))
 
 
 def chat_renderer(run_dir: Path, tokenizer: Any) -> Render | None:
     """(prompt, completion) of a conversation in the run's chat format: the template the
     dataset was rendered with (``schema_applied.json``), else the tokenizer's own."""
-    applied = read_json(run_dir / SCHEMA_APPLIED)
-    if isinstance(applied.get("chat_template"), str) and isinstance(applied.get("family"), str):
-        from services.schemas import Renderer, load_schema
-
-        tokens = {k: applied[k] for k in ("bos_token", "eos_token") if applied.get(k)}
-        return Renderer(applied["chat_template"], tokens, load_schema(applied["family"])).split
+    renderer = applied_renderer(run_dir)
+    if renderer is not None:
+        split: Render = renderer.split
+        return split
     if not getattr(tokenizer, "chat_template", None):
         return None
 
@@ -115,13 +117,9 @@ def chat_renderer(run_dir: Path, tokenizer: Any) -> Render | None:
 def prompt_renderer(run_dir: Path, tokenizer: Any) -> Callable[[list[dict[str, str]]], str] | None:
     """The prompt of a conversation through the generation prompt, in the run's chat format
     (as :func:`chat_renderer` chooses it); None without one."""
-    applied = read_json(run_dir / SCHEMA_APPLIED)
-    if isinstance(applied.get("chat_template"), str) and isinstance(applied.get("family"), str):
-        from services.schemas import Renderer, load_schema
-
-        tokens = {k: applied[k] for k in ("bos_token", "eos_token") if applied.get(k)}
-        renderer = Renderer(applied["chat_template"], tokens, load_schema(applied["family"]))
-        return lambda messages: renderer.render(messages, add_generation_prompt=True)
+    renderer = applied_renderer(run_dir)
+    if renderer is not None:
+        return lambda messages: str(renderer.render(messages, add_generation_prompt=True))
     if not getattr(tokenizer, "chat_template", None):
         return None
     return lambda messages: str(

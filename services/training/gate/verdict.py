@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from services import durable
+from services.jsonl import read_object
 from services.training.config_model import GateSettings
 from services.training.gate.loss import LossStat
-from services.training.gate.sets import read_json
 
 EVAL_FILE = "eval.json"
 RUN_SUMMARY = "run-summary.json"
@@ -165,7 +165,7 @@ def write_results(run_dir: Path, gate: dict[str, Any], details: dict[str, Any]) 
     """``eval.json`` (the verdict and ``details``) and the verdict under ``run-summary.json``'s
     ``"gate"`` (its other keys kept), each written atomically (``services.durable``)."""
     durable.write_json(run_dir / EVAL_FILE, {**gate, **details})
-    summary = read_json(run_dir / RUN_SUMMARY)
+    summary = read_object(run_dir / RUN_SUMMARY)
     summary["gate"] = gate
     durable.write_json(run_dir / RUN_SUMMARY, summary)
 
