@@ -16,6 +16,7 @@ from daemon.runtime import IngestState
 from services.generation_pool import WorkerPool
 from services.ledger import Ledger
 from services.settings import Settings, load_settings
+from tests.fidelity_scores import fidelity_scores
 
 
 @dataclass
@@ -42,17 +43,6 @@ class StillRuntime:
         return []
 
 
-def _scores(recall: float, with_memories: float, transfer: float | None) -> dict[str, Any]:
-    return {
-        setting: {
-            "recall": {"mean": value},
-            "hygiene": {"with_stray_tags": 0, "stopped_share": 1.0},
-            "transfer": transfer,
-        }
-        for setting, value in (("without_retrieval", recall), ("with_retrieval", with_memories))
-    }
-
-
 def test_versions_and_status_carry_fidelity(tmp_path: Path) -> None:
     settings = load_settings(overrides={"state_dir": str(tmp_path / "state")})
     runs = []
@@ -65,8 +55,8 @@ def test_versions_and_status_carry_fidelity(tmp_path: Path) -> None:
                 "passed": True,
                 "probes": 10,
                 "transfer_against": "base",
-                "candidate": _scores(recall, 0.9, 0.8),
-                "reference": _scores(0.0, 0.3, None),
+                "candidate": fidelity_scores(recall, 0.9, 0.8),
+                "reference": fidelity_scores(0.0, 0.3, None),
             },
         }
         (run / "eval.json").write_text(json.dumps(verdict))

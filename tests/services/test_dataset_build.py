@@ -485,21 +485,24 @@ def test_a_profiles_dataset_is_rendered_under_the_prompt_policy(tmp_path: Path) 
     renderer = Renderer.from_family("smollm")
     memories = corpus()
     samples = [curate(m, RULES) for m in memories]
-    # Enough training samples for the share that carries memories to show.
-    samples = [replace(s, split="train") for s in samples]
-    out = tmp_path / "persona"
-    build_dataset(
-        memories,
-        samples,
-        renderer,
-        out,
-        mode=None,
-        max_samples=None,
-        rules=RULES,
-        mode_configs=MODE_CONFIGS,
-        created=CREATED,
-        persona="alice",
-    )
+    samples = [replace(s, split="train") for s in samples]  # only training samples carry
+
+    def build_for_alice(out: Path) -> Path:
+        build_dataset(
+            memories,
+            samples,
+            renderer,
+            out,
+            mode=None,
+            max_samples=None,
+            rules=RULES,
+            mode_configs=MODE_CONFIGS,
+            created=CREATED,
+            persona="alice",
+        )
+        return out
+
+    out = build_for_alice(tmp_path / "persona")
     rows = read_jsonl(out / FINE_TUNE_DATASET)
     chats = [r for r in rows if r["kind"] == "chat"]
     assert chats and all(r["messages"][0]["role"] == "system" for r in chats)
@@ -522,17 +525,5 @@ def test_a_profiles_dataset_is_rendered_under_the_prompt_policy(tmp_path: Path) 
     formatted = json.loads((out / FORMATTED_SAMPLES).read_text())
     assert [f["messages"] for f in formatted] == [r["messages"] for r in rows]
     # The same input gives the same file.
-    again = tmp_path / "again"
-    build_dataset(
-        memories,
-        samples,
-        renderer,
-        again,
-        mode=None,
-        max_samples=None,
-        rules=RULES,
-        mode_configs=MODE_CONFIGS,
-        created=CREATED,
-        persona="alice",
-    )
+    again = build_for_alice(tmp_path / "again")
     assert (again / FINE_TUNE_DATASET).read_bytes() == (out / FINE_TUNE_DATASET).read_bytes()

@@ -3,17 +3,7 @@
 from __future__ import annotations
 
 from services.fidelity.summary import describe, version_fidelity
-
-
-def _scores(recall: float, with_memories: float, transfer: float | None, stray: int) -> dict:
-    def setting(r: float) -> dict:
-        return {
-            "recall": {"mean": r},
-            "hygiene": {"with_stray_tags": stray, "stopped_share": 1.0},
-            "transfer": transfer,
-        }
-
-    return {"without_retrieval": setting(recall), "with_retrieval": setting(with_memories)}
+from tests.fidelity_scores import fidelity_scores
 
 
 def test_a_verdict_becomes_a_short_summary() -> None:
@@ -22,8 +12,8 @@ def test_a_verdict_becomes_a_short_summary() -> None:
             "passed": True,
             "probes": 10,
             "transfer_against": "base",
-            "candidate": _scores(0.7, 0.9, 0.8, 0),
-            "reference": _scores(0.0, 0.2, None, 0),
+            "candidate": fidelity_scores(0.7, 0.9, 0.8, 0),
+            "reference": fidelity_scores(0.0, 0.2, None, 0),
         }
     }
     summary = version_fidelity(verdict)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from services.report import ReportError, latest_run, write_report
+from tests.fidelity_scores import fidelity_scores
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -121,23 +122,13 @@ def test_nothing_to_report(tmp_path: Path) -> None:
 def test_report_shows_persona_fidelity_beside_the_loss_curves(tmp_path: Path) -> None:
     run = _run_dir(tmp_path)
 
-    def scores(recall: float, with_memories: float, transfer: float | None) -> dict:
-        return {
-            setting: {
-                "recall": {"mean": value},
-                "hygiene": {"with_stray_tags": 0, "stopped_share": 1.0},
-                "transfer": transfer,
-            }
-            for setting, value in (("without_retrieval", recall), ("with_retrieval", with_memories))
-        }
-
     summary = json.loads((run / "run-summary.json").read_text())
     summary["gate"]["fidelity"] = {
         "passed": True,
         "probes": 10,
         "transfer_against": "base",
-        "candidate": scores(0.7, 0.9, 0.8),
-        "reference": scores(0.0, 0.3, None),
+        "candidate": fidelity_scores(0.7, 0.9, 0.8),
+        "reference": fidelity_scores(0.0, 0.3, None),
     }
     (run / "run-summary.json").write_text(json.dumps(summary))
     (run / "eval.json").write_text(json.dumps(summary["gate"]))
