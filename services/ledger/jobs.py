@@ -115,7 +115,22 @@ class JobStore(Database):
         return [_job(r) for r in rows]
 
     def next_queued(self, exclude_profiles: set[str] | None = None) -> Job | None:
-        for row in self.db.query("SELECT * FROM jobs WHERE state = 'queued' ORDER BY id"):
+        """The job to start next, fair across profiles (least recently served first).
+
+        Each profile offers its oldest queued job; the profile whose latest job started
+        longest ago goes first (a profile never served before everyone else), ties by
+        the oldest job. So with many profiles and few slots, a profile with a backlog
+        takes one turn and then waits behind every other profile that has work: no
+        profile waits behind another's backlog. ``exclude_profiles`` (busy or paused)
+        are passed over.
+        """
+        rows = self.db.query(
+            "SELECT j.*, (SELECT MAX(s.started_at) FROM jobs s WHERE s.profile = j.profile)"
+            " AS served FROM jobs j WHERE j.state = 'queued' AND j.id ="
+            " (SELECT MIN(q.id) FROM jobs q WHERE q.profile = j.profile AND q.state = 'queued')"
+            " ORDER BY served IS NOT NULL, served, j.id"
+        )
+        for row in rows:
             if not exclude_profiles or row["profile"] not in exclude_profiles:
                 return _job(row)
         return None
