@@ -20,6 +20,14 @@ as an offline server's do).
 
 For assertions it records every request (``requests``, ``requests_for``); for failure
 tests it injects faults (``fail_next``, ``fail_create``, ``delay_next``, ``version``).
+
+What a model answers on ``/api/generate`` and ``/api/chat`` is ``generate_fn(model,
+prompt)`` (the last user message for chat; deterministic by default), unless a test
+installs a reply policy (``reply_fn`` or ``set_reply``): a callable that gets the whole
+request as a :class:`Generation` (model, messages, system, format, options) and returns
+the model's text, or raises :class:`OllamaError` to answer an error status with
+``{"error": ...}``. A policy's text is sent as the model wrote it (also with ``format``);
+stop sequences and ``num_predict`` apply to it as to any generation.
 """
 
 from __future__ import annotations
@@ -225,6 +233,27 @@ class OllamaError(Exception):
         self.status = status
 
 
+@dataclass(frozen=True)
+class Generation:
+    """One generation request, as a reply policy sees it."""
+
+    endpoint: str  # "chat" or "generate"
+    model: str  # the full name, "judge:latest"
+    messages: list[dict[str, Any]]  # chat: as sent; generate: the system and the prompt
+    prompt: str  # chat: the last user message; generate: the prompt
+    system: str
+    format: Any  # "json", a JSON schema, or None
+    options: dict[str, Any]
+
+    @property
+    def user(self) -> str:
+        """The last user message (the prompt of a generate)."""
+        return self.prompt
+
+
+ReplyFn = Callable[[Generation], str]
+
+
 @dataclass
 class RecordedRequest:
     method: str
@@ -337,8 +366,9 @@ class FakeOllama:
     """The fake server. Use as a context manager, or ``start()`` / ``stop()``.
 
     ``embed_fn(model, text)`` and ``generate_fn(model, prompt)`` replace the default
-    deterministic embeddings and replies. ``models`` pre-installs models by name
-    (see ``add_model`` for the keyword arguments each may carry).
+    deterministic embeddings and replies; ``reply_fn(generation)`` (or ``set_reply``)
+    takes over generation entirely (see the module docstring). ``models`` pre-installs
+    models by name (see ``add_model`` for the keyword arguments each may carry).
     """
 
     def __init__(
@@ -348,12 +378,14 @@ class FakeOllama:
         models: Iterable[str] | dict[str, dict[str, Any]] = (),
         embed_fn: Callable[[str, str], Sequence[float]] | None = None,
         generate_fn: Callable[[str, str], str] | None = None,
+        reply_fn: ReplyFn | None = None,
         safetensors_architectures: dict[str, str] | None = None,
         record_body_limit: int = 1 << 20,
     ) -> None:
         self.version = version
         self.embed_fn = embed_fn
         self.generate_fn = generate_fn or default_reply
+        self.reply_fn = reply_fn
         self.architectures = dict(safetensors_architectures or SAFETENSORS_ARCHITECTURES)
         self.record_body_limit = record_body_limit
         self.requests: list[RecordedRequest] = []
@@ -476,6 +508,22 @@ class FakeOllama:
 
     def set_version(self, version: str) -> None:
         self.version = version
+
+    def set_reply(self, reply_fn: ReplyFn | None) -> None:
+        """Install a reply policy for ``/api/chat`` and ``/api/generate`` (None: the
+        default replies again)."""
+        with self._lock:
+            self.reply_fn = reply_fn
+
+    def generations(self) -> list[Generation]:
+        """Every chat and generate request so far, as reply policies saw them."""
+        out = []
+        for r in self.requests:
+            if r.method == "POST" and r.path in ("/api/chat", "/api/generate"):
+                payload = r.json
+                if isinstance(payload, dict):
+                    out.append(_generation_of(r.path.rsplit("/", 1)[-1], payload, ""))
+        return out
 
     # -- models --
 
@@ -937,16 +985,11 @@ class _Handler(BaseHTTPRequestHandler):
             )
         stream = payload.get("stream", True) is not False
         created = _ts(_now())
-        if chat:
-            messages = payload.get("messages") or []
-            if not isinstance(messages, list):
-                raise OllamaError("messages must be a list", 400)
-            users = [m.get("content") or "" for m in messages if m.get("role") == "user"]
-            prompt = users[-1] if users else ""
-            empty = not messages
-        else:
-            prompt = payload.get("prompt") or ""
-            empty = not prompt
+        if chat and not isinstance(payload.get("messages") or [], list):
+            raise OllamaError("messages must be a list", 400)
+        request = _generation_of("chat" if chat else "generate", payload, model.name)
+        prompt = request.prompt
+        empty = not payload.get("messages") if chat else not prompt
         unloaded = fake._touch(model, payload.get("keep_alive"))
 
         def frame(piece: str, **extra: Any) -> dict[str, Any]:
@@ -967,7 +1010,8 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self._send_json(200, final)
             return
-        text = fake.generate_fn(model.name, prompt)
+        policy = fake.reply_fn
+        text = policy(request) if policy is not None else fake.generate_fn(model.name, prompt)
         options = payload.get("options") or {}
         done_reason = "stop"
         for stop in list(options.get("stop") or []) + list(model.parameters.get("stop") or []):
@@ -977,7 +1021,7 @@ class _Handler(BaseHTTPRequestHandler):
         limit = options.get("num_predict")
         if isinstance(limit, int) and 0 <= limit < len(words):
             words, done_reason = words[:limit], "length"
-        if payload.get("format"):
+        if payload.get("format") and policy is None:
             words = [json.dumps({"response": "".join(words)})]
         stats = {
             "done": True,
@@ -1268,6 +1312,24 @@ class _Handler(BaseHTTPRequestHandler):
             {"error": OFFLINE_PULL_ERROR.format(model=model_part, tag=tag)},
         ]
         self._finish_progress(payload.get("stream", True) is not False, events)
+
+
+def _generation_of(endpoint: str, payload: dict[str, Any], model: str) -> Generation:
+    """A chat or generate request body as a :class:`Generation`."""
+    options = payload.get("options")
+    options = dict(options) if isinstance(options, dict) else {}
+    if endpoint == "chat":
+        raw = payload.get("messages") or []
+        messages = [dict(m) for m in raw if isinstance(m, dict)]
+        users = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
+        systems = [str(m.get("content") or "") for m in messages if m.get("role") == "system"]
+        prompt, system = (users[-1] if users else ""), "\n".join(systems)
+    else:
+        prompt, system = str(payload.get("prompt") or ""), str(payload.get("system") or "")
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": prompt})
+    name = model or str(payload.get("model") or "")
+    return Generation(endpoint, name, messages, prompt, system, payload.get("format"), options)
 
 
 def _file_kind(paths: dict[str, Path]) -> str:

@@ -18,6 +18,8 @@ from tests.fakes.ollama_server import (
     ERR_NEITHER_FROM_OR_FILES,
     ERR_ONLY_ONE_ADAPTER,
     FakeOllama,
+    Generation,
+    OllamaError,
     hash_embedding,
     iter_lines,
     parse_keep_alive,
@@ -206,6 +208,68 @@ def test_chat_streaming_and_not(client: ollama.Client) -> None:
     parts = list(client.chat(model="smollm2:135m", messages=messages, stream=True))
     assert "".join(p.message.content or "" for p in parts) == res.message.content
     assert parts[-1].done and parts[-1].done_reason == "stop"
+
+
+def test_a_reply_policy_answers_chat_and_generate(client: ollama.Client, fake: FakeOllama) -> None:
+    seen: list[Generation] = []
+
+    def policy(request: Generation) -> str:
+        seen.append(request)
+        if "boom" in request.user:
+            raise OllamaError("the policy refused", 503)
+        return json.dumps({"score": len(request.user)}) + " trailing words STOP never"
+
+    fake.set_reply(policy)
+    messages = [
+        {"role": "system", "content": "judge"},
+        {"role": "user", "content": "abcd"},
+    ]
+    res = client.chat(
+        model="smollm2:135m",
+        messages=messages,
+        format="json",
+        options={"temperature": 0, "stop": ["STOP"]},
+    )
+    # The policy's text as the model wrote it (format does not wrap it), cut at the stop.
+    assert res.message.content == '{"score": 4} trailing words '
+    assert res.done_reason == "stop"
+    streamed = list(client.chat(model="smollm2:135m", messages=messages, stream=True))
+    assert len(streamed) > 2 and streamed[-1].done
+    assert "".join(p.message.content or "" for p in streamed).startswith('{"score": 4}')
+    got = client.generate(
+        model="smollm2:135m", prompt="xy", system="sys", options={"num_predict": 1}
+    )
+    assert got.response == '{"score": ' and got.done_reason == "length"
+
+    assert [r.endpoint for r in seen] == ["chat", "chat", "generate"]
+    assert seen[0].model == "smollm2:135m" and seen[0].system == "judge"
+    assert seen[0].messages == messages and seen[0].format == "json"
+    assert seen[0].options == {"temperature": 0, "stop": ["STOP"]}
+    assert seen[2].messages == [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "xy"},
+    ]
+    assert fake.generations() == seen  # what was asked, read back from the requests
+
+    # A policy's error is the server's: its status and {"error": ...}, streaming or not.
+    boom = [{"role": "user", "content": "boom"}]
+    with pytest.raises(ollama.ResponseError) as err:
+        client.chat(model="smollm2:135m", messages=boom)
+    assert err.value.status_code == 503 and err.value.error == "the policy refused"
+    with pytest.raises(ollama.ResponseError) as err:
+        list(client.chat(model="smollm2:135m", messages=boom, stream=True))
+    assert err.value.status_code == 503 and err.value.error == "the policy refused"
+    r = client._client.post("/api/chat", json={"model": "smollm2:135m", "messages": boom})
+    assert r.status_code == 503 and r.json() == {"error": "the policy refused"}
+
+    # A model the server lacks is a 404 before any policy runs.
+    with pytest.raises(ollama.ResponseError) as err:
+        client.chat(model="judge", messages=messages)
+    assert err.value.status_code == 404
+    assert err.value.error == 'model "judge" not found, try pulling it first'
+    assert len(seen) == 6  # three answers, three refusals; none for the missing model
+    fake.set_reply(None)
+    assert "abcd" in (client.chat(model="smollm2:135m", messages=messages).message.content or "")
 
 
 def test_generate_unknown_model_and_embedding_only_model(client: ollama.Client) -> None:
