@@ -97,6 +97,11 @@ def _training_commands(commands: _Commands) -> None:
     train.add_argument(
         "--force", action="store_true", help="train even below the minimum sample counts"
     )
+    train.add_argument(
+        "--all",
+        action="store_true",
+        help="train on the profile's whole eligible corpus, not only what is new",
+    )
 
     commands.add("jobs", "training jobs, newest first")
     cancel = commands.add("cancel", "cancel a queued or running job")
@@ -210,6 +215,7 @@ CLIENT_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]],
             "mode": a.mode,
             "preset": a.preset,
             "force": a.force,
+            "all": a.all,
         },
         render.train,
     ),

@@ -243,16 +243,25 @@ class Commands:
             raise CommandError("bad_args", "'config' must be an object of settings")
         assert profile is not None
 
+        request = {
+            "preset": preset,
+            "config": config,
+            "force": bool(args.get("force")),
+            "all": bool(args.get("all")),
+        }
+
         def enqueue() -> dict[str, Any]:
             self._known_profile(profile)
             job, created = self._ledger().enqueue_job(
-                profile,
-                kind,
-                mode=mode,
-                args={"preset": preset, "config": config, "force": bool(args.get("force"))},
-                reason="manual",
+                profile, kind, mode=mode, args=request, reason="manual"
             )
-            return {"job": job.to_dict(), "created": created}
+            out: dict[str, Any] = {"job": job.to_dict(), "created": created}
+            if not created:
+                out["coalesced"] = (
+                    f"the same request (profile {profile}, kind {kind}, mode "
+                    f"{mode or 'all'}) is already {job.state} as job {job.id}"
+                )
+            return out
 
         result = await self._run(enqueue)
         self._wake_jobs()

@@ -145,7 +145,11 @@ class Supervisor:
         new, old = ledger.sample_records_split(job.profile, cut)
         history = ProfileHistory(current, base_job, cut, new, old)
         return plan_lora(
-            history, job_id=job.id, original_base=s.training.base_model, triggers=s.triggers
+            history,
+            job_id=job.id,
+            original_base=s.training.base_model,
+            triggers=s.triggers,
+            everything=bool(job.args.get("all")),
         )
 
     def _run(self, ledger: Ledger, job: Job) -> None:
@@ -190,6 +194,8 @@ class Supervisor:
             triggers=s.triggers,
             mode_minimum=lambda mode: load_mode_config(mode).dataset.min_samples,
             force=bool(job.args.get("force")),
+            required=prepared.config.config.dataset.required_samples,
+            everything=bool(job.args.get("all")),
         )
         if skip is not None:
             return Outcome("skipped", skip, result={"plan": plan})

@@ -42,6 +42,14 @@ class Job:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
+def request_key(kind: str, mode: str | None, args: dict[str, Any] | None) -> str:
+    """What makes two job requests the same: kind, mode and every argument that is set
+    (the base model among them); unset ones (None, false, empty) are left out, so a
+    threshold job and a plain ``train`` are the same request."""
+    given = {k: v for k, v in (args or {}).items() if v not in (None, False, {}, [], "")}
+    return json.dumps([kind, mode, given], sort_keys=True)
+
+
 def _job(row: dict[str, Any]) -> Job:
     return Job(
         id=row["id"],
@@ -76,19 +84,19 @@ class JobStore(Database):
         reason: str = "manual",
         retry_of: int | None = None,
     ) -> tuple[Job, bool]:
-        """Queue a job; returns (job, created). A queued or running job of the same
-        profile and kind is returned instead of a new one (coalescing)."""
+        """Queue a job; returns (job, created). Only an identical request coalesces: a
+        queued or running job of the same profile, kind, mode and base model
+        (``args["base_model"]``) whose other arguments (preset, config, force, ...) are
+        the same is returned instead of a new one. Any other request is queued behind it
+        (jobs of one profile never run at once)."""
+        wanted = request_key(kind, mode, args)
         with self.transaction() as db:
-            row = next(
-                db.query(
-                    "SELECT * FROM jobs WHERE profile = ? AND kind = ? AND state IN (?, ?)"
-                    " ORDER BY id LIMIT 1",
-                    [profile, kind, *ACTIVE],
-                ),
-                None,
-            )
-            if row is not None:
-                return _job(row), False
+            for row in db.query(
+                "SELECT * FROM jobs WHERE profile = ? AND kind = ? AND state IN (?, ?) ORDER BY id",
+                [profile, kind, *ACTIVE],
+            ):
+                if request_key(row["kind"], row["mode"], json.loads(row["args"] or "{}")) == wanted:
+                    return _job(row), False
             cur = db.execute(
                 "INSERT INTO jobs (profile, kind, mode, state, reason, args, created_at, retry_of)"
                 " VALUES (?, ?, ?, 'queued', ?, ?, ?, ?)",

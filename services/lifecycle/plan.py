@@ -63,12 +63,22 @@ def plan_full(original_base: str) -> JobPlan:
 
 
 def plan_lora(
-    history: ProfileHistory, *, job_id: int, original_base: str, triggers: TriggerSettings
+    history: ProfileHistory,
+    *,
+    job_id: int,
+    original_base: str,
+    triggers: TriggerSettings,
+    everything: bool = False,
 ) -> JobPlan:
     """A LoRA trains on the current base with the samples curated since the cut, plus a
     replay share of older high-quality samples (picked by the job's id); the older
-    held-out samples (at most :data:`REGRESSION_MAX`, the newest) check for regressions."""
+    held-out samples (at most :data:`REGRESSION_MAX`, the newest) check for regressions.
+    With ``everything`` (``train --all``) it trains on the profile's whole eligible
+    corpus instead, and its held-out samples are the dataset's own eval split."""
     base = history.current_base or original_base
+    if everything:
+        summary = {"base": base, "base_job": history.base_job, "since": None, "all": True}
+        return JobPlan(base, None, [], summary)
     samples, replayed = select_lora_samples(
         [Sample.from_record(r) for r in history.new],
         [Sample.from_record(r) for r in history.old],
@@ -105,11 +115,31 @@ def skip_reason(
     triggers: TriggerSettings,
     mode_minimum: Callable[[str], int],
     force: bool = False,
+    required: int = 1,
+    everything: bool = False,
 ) -> str | None:
-    """Why a prepared job ends ``skipped`` instead of training, or None (always None when
-    forced). A LoRA needs ``triggers.lora_min_samples``; a full fine-tune of one mode that
-    mode's ``min_samples`` (``mode_minimum(mode)``), of all modes
+    """Why a prepared job ends ``skipped`` instead of training, or None. A dataset with
+    fewer than ``required`` training samples (``dataset.required_samples``: nothing to
+    train on) is skipped even when forced. Otherwise (never when forced) a LoRA needs
+    ``triggers.lora_min_samples``; a full fine-tune of one mode that mode's
+    ``min_samples`` (``mode_minimum(mode)``), of all modes
     ``triggers.full_min_samples``."""
+    if n_train < required:
+        where = (
+            "in the profile's eligible corpus"
+            if kind == "full" or everything
+            else ("since the last training")
+        )
+        hint = (
+            ""
+            if kind == "full" or everything
+            else ("; to retrain on everything, use personad train PROFILE --all")
+        )
+        mode_text = f" of mode {mode}" if mode else ""
+        return (
+            f"{n_train} training samples{mode_text} {where}, fewer than the "
+            f"{required} a run needs (dataset.required_samples){hint}"
+        )
     if force:
         return None
     if kind == "lora":

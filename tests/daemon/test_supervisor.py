@@ -225,3 +225,26 @@ def test_a_job_stopped_with_the_daemon_is_retried_at_the_next_start(
     h2.supervisor.stop(10)
     assert h2.ledger.job(queued[0].id).state == "interrupted"  # type: ignore[union-attr]
     assert h2.ledger.jobs(states=("queued",)) == []
+
+
+def test_force_with_nothing_new_is_skipped_and_all_retrains_on_everything(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_TRAINER", "ok")
+    first = harness.run()
+    assert first.state == "succeeded", first.reason
+    forced = harness.run(force=True)  # nothing new since the last training
+    assert forced.state == "skipped"
+    assert "0 training samples since the last training" in (forced.reason or "")
+    assert "--all" in (forced.reason or "")
+    everything = harness.run(all=True)
+    assert everything.state == "succeeded", everything.reason
+    plan = (everything.result or {})["plan"]
+    assert plan["all"] is True
+    assert (
+        plan["n_train"] + plan["n_eval"]
+        == first.result["plan"]["n_train"]
+        + first.result[  # type: ignore[index]
+            "plan"
+        ]["n_eval"]
+    )

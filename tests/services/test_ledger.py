@@ -112,3 +112,29 @@ def test_two_connections_see_each_others_commits(tmp_path: Path) -> None:
     assert reader.profile_counts()["alice"]["memories"] == 1
     with pytest.raises(sqlite3.IntegrityError):
         writer.db.execute("INSERT INTO migrations VALUES ('0001_initial', 'again')")
+
+
+def test_only_identical_job_requests_coalesce(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.sqlite3") as ledger:
+        dual, created = ledger.enqueue_job("alice", "lora", mode="dual", reason="manual")
+        assert created
+        # The same request, with its unset arguments spelled out: the same job.
+        again, created = ledger.enqueue_job(
+            "alice", "lora", mode="dual", args={"preset": None, "force": False, "config": {}}
+        )
+        assert (again.id, created) == (dual.id, False)
+        # Another mode, another base, other arguments: each is queued, none is dropped.
+        agent, created = ledger.enqueue_job("alice", "lora", mode="agent")
+        assert created and agent.id != dual.id
+        other_base, created = ledger.enqueue_job(
+            "alice", "lora", mode="dual", args={"base_model": "/models/other"}
+        )
+        assert created and other_base.id not in (dual.id, agent.id)
+        everything, created = ledger.enqueue_job("alice", "lora", mode="dual", args={"all": True})
+        assert created
+        queued = [(j.mode, j.args) for j in ledger.jobs(states=("queued",))]
+        assert len(queued) == 4
+        # Once the first has ended, the same request queues anew.
+        ledger.finish_job(dual.id, "succeeded")
+        fresh, created = ledger.enqueue_job("alice", "lora", mode="dual")
+        assert created and fresh.id > everything.id

@@ -152,10 +152,10 @@ def test_a_job_below_its_minimum_is_skipped(
         assert reason.startswith(f"{n} training samples") and "--force" in reason
 
 
-def test_a_forced_job_is_never_skipped() -> None:
+def test_a_forced_job_below_its_minimum_is_not_skipped() -> None:
     triggers = _triggers(lora_min_samples=10)
     assert (
-        skip_reason("lora", None, 0, triggers=triggers, mode_minimum=_mode_minimum, force=True)
+        skip_reason("lora", None, 1, triggers=triggers, mode_minimum=_mode_minimum, force=True)
         is None
     )
 
@@ -223,3 +223,19 @@ def test_a_scheduled_full_fine_tune_needs_the_full_minimum() -> None:
     assert schedule_qualifies("full", standing, full_min_samples=30)
     assert not schedule_qualifies("full", standing, full_min_samples=31)
     assert not schedule_qualifies("lora", standing, full_min_samples=0)
+
+
+def test_an_empty_dataset_is_skipped_even_when_forced() -> None:
+    triggers = TriggerSettings()
+    reason = skip_reason(
+        "lora", None, 0, triggers=triggers, mode_minimum=lambda m: 0, force=True, required=4
+    )
+    assert reason is not None and "since the last training" in reason and "--all" in reason
+    full = skip_reason(
+        "full", "agent", 2, triggers=triggers, mode_minimum=lambda m: 0, force=True, required=4
+    )
+    assert full is not None and "of mode agent in the profile's eligible corpus" in full
+    assert (
+        skip_reason("lora", None, 4, triggers=triggers, mode_minimum=lambda m: 0, force=True)
+        is None
+    )
