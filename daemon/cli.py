@@ -18,9 +18,18 @@ from typing import Any
 
 from daemon import render
 from daemon.client import ClientError, CommandFailed, ControlClient, DaemonNotRunning
+from services.profile_names import InvalidProfileName, check_profile_name
 from services.settings import Settings, SettingsError, load_settings
 
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 1, 2, 3
+
+
+def _profile(text: str) -> str:
+    """A profile argument: the one profile-name pattern, checked before the daemon is asked."""
+    try:
+        return check_profile_name(text)
+    except InvalidProfileName as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -74,22 +83,22 @@ def _daemon_commands(commands: _Commands) -> None:
 def _memory_commands(commands: _Commands) -> None:
     """search, rejects, reindex."""
     search = commands.add("search", "find a profile's memories closest to a query")
-    search.add_argument("profile")
+    search.add_argument("profile", type=_profile)
     search.add_argument("query")
     search.add_argument("-k", type=int, default=5, help="how many results (default 5)")
 
     rejects = commands.add("rejects", "files and records that could not be ingested, and why")
-    rejects.add_argument("profile", nargs="?")
+    rejects.add_argument("profile", nargs="?", type=_profile)
     rejects.add_argument("--limit", type=int, default=200)
 
     reindex = commands.add("reindex", "rebuild a profile's vector index from the ledger")
-    reindex.add_argument("profile")
+    reindex.add_argument("profile", type=_profile)
 
 
 def _training_commands(commands: _Commands) -> None:
     """train, jobs, cancel."""
     train = commands.add("train", "queue a training job for a profile")
-    train.add_argument("profile")
+    train.add_argument("profile", type=_profile)
     train.add_argument("--kind", choices=["lora", "full"], default="lora")
     train.add_argument("--mode", choices=["dual", "emulation", "agent"])
     train.add_argument("--preset", choices=["quick", "balanced", "quality"])
@@ -111,21 +120,21 @@ def _training_commands(commands: _Commands) -> None:
 def _profile_commands(commands: _Commands) -> None:
     """versions, rollback, pause, resume: a profile's models and whether it trains."""
     versions = commands.add("versions", "a profile's published model versions")
-    versions.add_argument("profile")
+    versions.add_argument("profile", type=_profile)
     rollback = commands.add("rollback", "make an earlier version the active model")
-    rollback.add_argument("profile")
+    rollback.add_argument("profile", type=_profile)
     rollback.add_argument("--to", help="the version, e.g. v2 (default: the one before)")
     pause = commands.add("pause", "stop training a profile (or all); ingest goes on")
-    pause.add_argument("profile", nargs="?")
+    pause.add_argument("profile", nargs="?", type=_profile)
     resume = commands.add("resume", "let a paused profile (or all) train again")
-    resume.add_argument("profile", nargs="?")
+    resume.add_argument("profile", nargs="?", type=_profile)
 
 
 def _model_commands(commands: _Commands) -> None:
     """ask, eval, demo, report: the model answering, its fidelity, the whole cycle, a run's
     report."""
     ask = commands.add("ask", "answer a question as the person (their memories + active model)")
-    ask.add_argument("profile")
+    ask.add_argument("profile", type=_profile)
     ask.add_argument("question")
     ask.add_argument("-k", type=int, default=4, help="memories to retrieve (default 4)")
     ask.add_argument("--compare-base", action="store_true", help="also answer with the base model")
@@ -142,7 +151,7 @@ def _model_commands(commands: _Commands) -> None:
     evaluate = commands.add(
         "eval", "a published version's persona fidelity against the base model, on demand"
     )
-    evaluate.add_argument("profile")
+    evaluate.add_argument("profile", type=_profile)
     evaluate.add_argument("--version", help="the version, e.g. v2 (default: the active one)")
 
     report = commands.add("report", "a run's loss curves (PNG), dataset quality, gate and version")
@@ -154,7 +163,7 @@ def _dataset_command(commands: _Commands) -> None:
     dataset = commands.add(
         "dataset", "build a training dataset from a profile's samples (no daemon needed)"
     )
-    dataset.add_argument("profile")
+    dataset.add_argument("profile", type=_profile)
     dataset.add_argument("--mode", choices=["dual", "emulation", "agent"])
     dataset.add_argument(
         "--max", type=int, dest="max_samples", help="at most N samples, best first"

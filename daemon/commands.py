@@ -19,6 +19,7 @@ from services.ask import AskConfig, AskError
 from services.ask import ask as answer_question
 from services.fidelity.summary import run_fidelity, version_fidelity
 from services.ledger import Ledger
+from services.profile_names import RULE, is_valid_profile_name
 from services.publish import PublishError
 from services.publish.release import rollback
 from services.report import latest_report
@@ -41,6 +42,8 @@ def _str_arg(args: dict[str, Any], name: str, *, required: bool = True) -> str |
         return None
     if not isinstance(value, str) or not value:
         raise CommandError("bad_args", f"'{name}' must be a non-empty string")
+    if name == "profile" and not is_valid_profile_name(value):
+        raise CommandError("bad_args", f"invalid profile name {value!r}: {RULE}")
     return value
 
 

@@ -75,6 +75,7 @@ class IngestWorker(threading.Thread):
                 self.index,
                 max_file_bytes=int(self.settings.ingest.max_file_mb * 1024 * 1024),
                 curate=self.curate,
+                profiles_dir=self.settings.profiles,
             )
             try:
                 self._startup(ledger, ingestor)

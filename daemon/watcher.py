@@ -39,9 +39,12 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
+from services.profile_names import RULE, is_valid_profile_name
+
 log = structlog.get_logger(__name__)
 
 MEMORY_DIR = "memory"
+_warned_names: set[str] = set()  # folders with an invalid profile name, logged once
 _IGNORED_SUFFIXES = (".tmp", ".temp", ".swp", ".swx", ".swo", ".part", ".crdownload", "~")
 
 
@@ -63,6 +66,15 @@ def classify(profiles_dir: Path, path: str | Path) -> tuple[str, Path] | None:
         return None
     parts = rel.parts
     if len(parts) < 3 or parts[1] != MEMORY_DIR or parts[0].startswith("."):
+        return None
+    if not is_valid_profile_name(parts[0]):
+        if parts[0] not in _warned_names:
+            _warned_names.add(parts[0])
+            log.warning(
+                "folder skipped: invalid profile name",
+                folder=str(profiles_dir / parts[0]),
+                rule=RULE,
+            )
         return None
     if any(is_ignored_name(part) for part in parts[2:]):
         return None

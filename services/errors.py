@@ -6,6 +6,7 @@ handles a kind of failure catches that package's root. The tree::
 
     PersonadError
     ├── SettingsError            services.settings: the configuration file or environment
+    ├── InvalidProfileName       services.profile_names: a name outside the profile pattern
     ├── LedgerError              services.ledger: the SQLite ledger
     ├── MemoriesError            services.memories: a memory file cannot be parsed
     │   └── RecordError              one record of it

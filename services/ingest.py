@@ -63,12 +63,15 @@ class Ingestor:
         max_file_bytes: int,
         curate: Curate | None = None,
         index_batch: int = 2048,  # Chroma's per-call cost favours large writes
+        profiles_dir: Path | None = None,
     ) -> None:
         self.ledger = ledger
         self.index = index
         self.max_file_bytes = max_file_bytes
         self.curate = curate
         self.index_batch = index_batch
+        # Set: a file must lie inside <profiles_dir>/<profile>/memory once links are resolved.
+        self.profiles_dir = profiles_dir
         self._index_lock = threading.Lock()
 
     def is_unchanged(self, profile: str, path: Path, st: os.stat_result) -> bool:
@@ -84,7 +87,8 @@ class Ingestor:
             st = None
         if st is not None and not force and self.is_unchanged(profile, path, st):
             return FileResult(profile, key, None)
-        result, sha = read_memory_file(path, max_bytes=self.max_file_bytes)
+        within = self.profiles_dir / profile / "memory" if self.profiles_dir else None
+        result, sha = read_memory_file(path, max_bytes=self.max_file_bytes, within=within)
         known = self.ledger.file_state(profile, key)
         if st is not None and sha is not None and known is not None and known.sha256 == sha:
             self.ledger.touch_file(profile, key, st.st_size, st.st_mtime_ns)

@@ -40,14 +40,42 @@ def _os_error(exc: OSError) -> str:
     return f"cannot read the file: {exc.strerror or exc}"
 
 
+def _opened_path(fd: int, path: Path) -> str:
+    """The real path of the file open on ``fd`` (every link resolved, race-free on Linux)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
+
+
+def _foreign(fd: int, info: os.stat_result, path: Path, within: Path) -> str | None:
+    """Why the open file is not the profile's, or None when it is: a symbolic link that
+    leads outside ``within``, or a hard link to a file another user owns."""
+    root = os.path.realpath(within)
+    real = _opened_path(fd, path)
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        return (
+            f"a link that leads outside this profile's memory folder (to {real}); only files "
+            f"inside {root} are read: copy the file in instead of linking to it"
+        )
+    if info.st_nlink > 1 and info.st_uid != os.geteuid():
+        return (
+            f"a hard link to a file owned by uid {info.st_uid}, another user; only the "
+            "profile owner's own files are read: copy the file in instead of linking to it"
+        )
+    return None
+
+
 def read_memory_file(
-    path: Path, max_bytes: int = DEFAULT_MAX_BYTES
+    path: Path, max_bytes: int = DEFAULT_MAX_BYTES, *, within: Path | None = None
 ) -> tuple[ParseResult, str | None]:
     """Parse the file at ``path``; return the result and the file's sha256 hex (None when
     it could not be read). Never raises and never changes the file.
 
     A file over ``max_bytes`` is rejected by its size; it is still hashed (streamed, never
-    held in memory) so that a reject can be recognised when the file changes.
+    held in memory) so that a reject can be recognised when the file changes. With
+    ``within`` (the profile's memory folder), a file reached through a link that leaves
+    that folder, or a hard link to another user's file, is rejected unread.
     """
     path = Path(path)
     try:
@@ -63,6 +91,8 @@ def read_memory_file(
             return _failed(
                 "not a regular file (a FIFO, socket or device); only regular files are read"
             )
+        if within is not None and (reason := _foreign(fd, info, path, within)):
+            return _failed(reason)
         digest = hashlib.sha256()
         chunks: list[bytes] = []
         total = 0

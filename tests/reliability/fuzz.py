@@ -34,6 +34,7 @@ from daemon.client import ClientError
 from services.memories import FORMATS, parse_bytes
 from tests.daemon_process import DaemonProcess
 from tests.fakes.ollama_server import FakeOllama
+from tests.reliability.crash import EMBED_MODEL
 from tests.reliability.crash_checks import ro_connect
 from tests.reliability.fuzz_inputs import (
     KNOWN_COMMANDS,
@@ -185,15 +186,20 @@ def short_root(root: Path) -> Path:
 
 
 @contextlib.contextmanager
-def fuzz_daemon(root: Path, env: dict[str, str] | None = None) -> Iterator[DaemonProcess]:
+def fuzz_daemon(
+    root: Path, env: dict[str, str] | None = None, *, indexed: bool = False
+) -> Iterator[DaemonProcess]:
     """A real daemon with hash embeddings (FakeOllama), no training triggers and a quick
-    ingest; stopped (and its exit status checked) on the way out."""
+    ingest; stopped (and its exit status checked) on the way out. ``indexed``: the fake
+    has the embedding model, so memories reach the index (else they stay queued for it)."""
     base = short_root(root)
-    with FakeOllama() as fake:
+    models = {EMBED_MODEL: {"capabilities": ["embedding"], "embedding_length": 32}}
+    with FakeOllama(models=models if indexed else ()) as fake:
         daemon = DaemonProcess(
             base,
             env={
                 "PERSONAD_INDEX__EMBEDDING_PROVIDER": "ollama",
+                "PERSONAD_INDEX__EMBEDDING_MODEL": EMBED_MODEL,
                 "PERSONAD_OLLAMA__URL": fake.url,
                 "PERSONAD_TRIGGERS__LORA_THRESHOLD": "1000000",
                 "PERSONAD_TRIGGERS__LORA_SCHEDULE": "",
