@@ -23,6 +23,15 @@ from services.ledger import Ledger
 from services.schemas import Renderer
 from services.training.base_model import parse_spec
 from services.training.config import ResolvedConfig, resolve_config
+from services.training.dataset_reader import DATASET_FILE
+from services.training.job_memory import (
+    MemoryPlanError,
+    apply_plan,
+    dataset_tokens,
+    estimate_s,
+    plan_job,
+)
+from services.training.model_shape import model_shape
 
 REGRESSION_FILE = "regression.jsonl"
 
@@ -133,6 +142,32 @@ def fidelity_probes(
 
 
 @dataclass(frozen=True)
+class Device:
+    """What the memory planner plans for (the ``training`` settings of the same names)."""
+
+    device: str = "auto"
+    gpu_memory_gb: float | None = None
+    memory_limit_mb: int | None = None
+
+
+def plan_memory(config: ResolvedConfig, device: Device, tokens: int) -> ResolvedConfig:
+    """``config`` with its memory plan and time estimate (``services.training.job_memory``);
+    :class:`MemoryPlanError` when nothing fits."""
+    plan = plan_job(
+        config,
+        model_shape(Path(config.base_model)),
+        device=device.device,
+        gpu_memory_gb=device.gpu_memory_gb,
+        memory_limit_mb=device.memory_limit_mb,
+    )
+    if not plan.fits:
+        raise MemoryPlanError(plan)
+    return apply_plan(
+        config, plan, tokens=tokens, estimate_s=round(estimate_s(config, plan, tokens), 1)
+    )
+
+
+@dataclass(frozen=True)
 class PreparedRun:
     run_dir: Path
     dataset: DatasetSummary
@@ -159,13 +194,15 @@ def prepare_training_run(
     etc_dir: Path = DEFAULT_ETC_DIR,
     retrieve: Retrieve | None = None,
     probes_file: Path | None = None,
+    device: Device | None = None,
 ) -> PreparedRun:
     """Everything a training child needs in ``run_dir``: the dataset files and the
     resolved ``config.json``, and ``regression.jsonl`` (held-out older samples the
     evaluation gate checks for forgetting), and ``fidelity_probes.jsonl`` (the person's own
     probes from ``probes_file`` and held-out samples, with the memories ``retrieve`` finds
-    for each: the gate's persona-fidelity check). Raises the services' errors with reasons
-    for people."""
+    for each: the gate's persona-fidelity check). The memory plan for ``device`` goes
+    into ``config.json`` (:func:`plan_memory`): a run that cannot fit fails here, before
+    anything is loaded. Raises the services' errors with reasons for people."""
     renderer = renderer_for(family, base_model)
     summary = build_profile_dataset(
         ledger,
@@ -188,6 +225,7 @@ def prepare_training_run(
         job_args=job_args or {},
         etc_dir=etc_dir,
     )
+    config = plan_memory(config, device or Device(), dataset_tokens(run_dir / DATASET_FILE))
     config.write(run_dir)
     if regression:
         lines = [render_line(r, renderer, profile) for r in regression if r.eligible]

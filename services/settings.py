@@ -175,6 +175,13 @@ class TrainingSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Training device: 'auto' uses CUDA when available."
     )
+    gpu_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="Memory the planner plans each job for, in GiB (a '24 GB' card: 24); "
+        "unset: the GPU's free memory, or without a GPU the RAM available (capped by "
+        "memory_limit_mb).",
+    )
 
 
 class TriggerSettings(_Section):

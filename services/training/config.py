@@ -85,6 +85,7 @@ class ResolvedConfig:
     model: ModelInfo
     n_samples: int
     files: dict[str, str] = field(default_factory=dict)
+    plan: dict[str, Any] | None = None  # the memory plan (services.training.memory_plan)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,6 +98,7 @@ class ResolvedConfig:
             "config": self.config.model_dump(mode="json"),
             "sources": dict(sorted(self.sources.items())),
             "files": self.files,
+            "plan": self.plan,
         }
 
     def write(self, run_dir: Path) -> Path:
@@ -122,6 +124,7 @@ class ResolvedConfig:
                 model=info,
                 n_samples=int(data["n_samples"]),
                 files=dict(data.get("files") or {}),
+                plan=data.get("plan"),
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise TrainingConfigError(
