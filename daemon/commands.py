@@ -18,6 +18,7 @@ from daemon.version_eval import EvalChildren, EvalRun, prepare_eval, run_eval
 from services.ask import AskConfig, AskError
 from services.ask import ask as answer_question
 from services.fidelity.summary import run_fidelity, version_fidelity
+from services.index import VectorIndexError
 from services.ledger import Ledger
 from services.profile_names import RULE, is_valid_profile_name
 from services.publish import PublishError
@@ -178,7 +179,10 @@ class Commands:
 
         def run() -> dict[str, Any]:
             self._known_profile(profile)
-            hits = index.search(profile, query, k=k)
+            try:
+                hits = index.search(profile, query, k=k)
+            except VectorIndexError as exc:
+                raise CommandError("unavailable", f"cannot search: {exc}") from exc
             return {
                 "results": [
                     {

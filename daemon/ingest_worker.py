@@ -128,6 +128,8 @@ class IngestWorker(threading.Thread):
             if result.outcome is not None:
                 touched.add(profile)
         if not items and not scans and self.index is not None:
+            if self.state == "index-error":
+                self._recover_index(ledger, ingestor)
             touched.update(ledger.profiles_with_unindexed())
         for profile in sorted(touched):
             self._index(ingestor, profile)
@@ -178,6 +180,18 @@ class IngestWorker(threading.Thread):
                 self.state, self.last_error = "running", None
         except Exception as exc:
             self._index_failed(exc)
+
+    def _recover_index(self, ledger: Ledger, ingestor: Ingestor) -> None:
+        """After an index failure (a Chroma server down, say): once the index answers
+        again, what it lacks of what the ledger marks indexed is indexed again."""
+        try:
+            for profile in ledger.profiles():
+                ingestor.repair_index(profile)
+        except Exception as exc:
+            self._index_failed(exc)
+            return
+        self.state, self.last_error = "running", None
+        log.info("the index answers again")
 
     def _index_failed(self, exc: Exception) -> None:
         # Memories stay marked unindexed in the ledger; the next step retries.

@@ -10,6 +10,7 @@ chromadb is imported when a store is opened, not when this module is imported.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import threading
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 COLLECTION_PREFIX = "personad"
+# Ids per request until the client says how many it takes.
+DEFAULT_MAX_BATCH = 1000
 # Profile names used as they are; anything else is escaped (see collection_name).
 _PLAIN_PROFILE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,50}[a-z0-9])?$")
 _SLUG_DROP = re.compile(r"[^a-z0-9]+")
@@ -91,43 +94,67 @@ class ChromaStore:
 
     def __init__(self, path: Path | str | None, url: str | None, *, embedder_name: str) -> None:
         try:
-            import chromadb
-            from chromadb.config import Settings
+            import chromadb  # noqa: F401
         except ImportError as exc:
             raise VectorIndexError(
                 f"the vector index needs the 'chromadb' package ({exc})"
             ) from exc
         self.embedder_name = embedder_name
-        settings = Settings(anonymized_telemetry=False)
-        try:
-            if url is not None:
-                host, port, ssl = parse_url(url)
-                self._client: ClientAPI = chromadb.HttpClient(
-                    host=host, port=port, ssl=ssl, settings=settings
-                )
-                where = f"the Chroma server at {url}"
-            else:
-                assert path is not None
-                directory = Path(path)
-                directory.mkdir(parents=True, exist_ok=True)
-                self._client = chromadb.PersistentClient(path=str(directory), settings=settings)
-                where = f"the index at {directory}"
-            self.max_batch = max(1, int(self._client.get_max_batch_size()))
-        except VectorIndexError:
-            raise
-        except Exception as exc:
-            target = url if url is not None else path
-            raise VectorIndexError(f"cannot open the vector index at {target}: {exc}") from exc
-        self._where = where
+        self._url = url
+        self._client: ClientAPI | None = None
+        self.max_batch = DEFAULT_MAX_BATCH
         self._collections: dict[str, Collection] = {}
         self._lock = threading.RLock()
         self._closed = False
+        if url is not None:
+            self._host, self._port, self._ssl = parse_url(url)
+            self._where = f"the Chroma server at {url}"
+            # A server that is down now is not fatal: every use connects again, and
+            # fails with a VectorIndexError until the server answers.
+            with contextlib.suppress(VectorIndexError):
+                self._connect()
+        else:
+            assert path is not None
+            self._path = Path(path)
+            self._where = f"the index at {self._path}"
+            self._connect()
+
+    def _connect(self) -> ClientAPI:
+        """The client, connected on first use (for a server: again after a failure)."""
+        with self._lock:
+            if self._closed:
+                raise VectorIndexError("the vector index is closed")
+            if self._client is not None:
+                return self._client
+            import chromadb
+            from chromadb.config import Settings
+
+            settings = Settings(anonymized_telemetry=False)
+            try:
+                if self._url is not None:
+                    client: ClientAPI = chromadb.HttpClient(
+                        host=self._host, port=self._port, ssl=self._ssl, settings=settings
+                    )
+                else:
+                    self._path.mkdir(parents=True, exist_ok=True)
+                    client = chromadb.PersistentClient(path=str(self._path), settings=settings)
+                self.max_batch = max(1, int(client.get_max_batch_size()))
+            except Exception as exc:
+                if self._url is not None:
+                    raise VectorIndexError(
+                        f"{self._where} is not reachable ({exc}); memories stay in the "
+                        "ledger and are indexed once it answers"
+                    ) from exc
+                raise VectorIndexError(
+                    f"cannot open the vector index at {self._path}: {exc}"
+                ) from exc
+            self._client = client
+            return client
 
     def open(self, profile: str, *, create: bool) -> Collection | None:
         """The profile's collection (cached), ``None`` when absent and not ``create``."""
         with self._lock:
-            if self._closed:
-                raise VectorIndexError("the vector index is closed")
+            client = self._connect()
             col = self._collections.get(profile)
             if col is not None:
                 return col
@@ -136,14 +163,14 @@ class ChromaStore:
             name = collection_name(profile)
             try:
                 if create:
-                    col = self._client.get_or_create_collection(
+                    col = client.get_or_create_collection(
                         name,
                         configuration={"hnsw": {"space": "cosine"}},
                         metadata={_META_PROFILE: profile, _META_EMBEDDER: self.embedder_name},
                         embedding_function=None,
                     )
                 else:
-                    col = self._client.get_collection(name, embedding_function=None)
+                    col = client.get_collection(name, embedding_function=None)
             except NotFoundError:
                 return None
             except Exception as exc:
@@ -202,9 +229,10 @@ class ChromaStore:
 
         name = collection_name(profile)
         with self._lock:
+            client = self._connect()
             self._collections.pop(profile, None)
             try:
-                self._client.delete_collection(name)
+                client.delete_collection(name)
             except NotFoundError:
                 pass
             except Exception as exc:
@@ -214,10 +242,9 @@ class ChromaStore:
     def profiles(self) -> list[str]:
         """The profiles that have a collection here."""
         with self._lock:
-            if self._closed:
-                raise VectorIndexError("the vector index is closed")
+            client = self._connect()
             try:
-                cols = self._client.list_collections()
+                cols = client.list_collections()
             except Exception as exc:
                 raise VectorIndexError(f"{self._where}: cannot list collections: {exc}") from exc
         out = []

@@ -163,7 +163,11 @@ class VectorIndex:
         self.embedder = embedder
         self.path = Path(path) if path is not None else None
         self.url = url
-        self._max_batch = self._store.max_batch
+
+    @property
+    def _max_batch(self) -> int:
+        """The most ids the client takes in one request (known once connected)."""
+        return self._store.max_batch
 
     def built_with(self, profile: str) -> str | None:
         """The name of the embedder that filled the profile's collection (None: no

@@ -77,6 +77,7 @@ SLOW = (
     # tests/daemon
     "*/test_demo.py::*",
     "*/test_jobs_e2e.py::*",
+    "*/test_chroma_server.py::*",
     "*/test_ingest_e2e.py::*",  # one daemon; later tests build on the first one's profiles
     "*/test_status_view.py::test_watch_survives_a_daemon_restart",
     "*/test_dataset_cli.py::test_dataset_of_a_mixed_profile",

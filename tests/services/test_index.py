@@ -221,7 +221,7 @@ def test_large_adds_are_split_into_client_batches(
     hashed: tuple[VectorIndex, HashEmbedder],
 ) -> None:
     index, embedder = hashed
-    index._max_batch = 4  # as a small server would report
+    index._store.max_batch = 4  # as a small server would report
     items = [item(f"id-{i}", f"memory text {i}") for i in range(10)]
     assert index.add("alice", items) == 10
     assert [len(c) for c in embedder.calls] == [4, 4, 2]
@@ -405,10 +405,13 @@ def test_unreachable_server_is_a_clear_error() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(
-        VectorIndexError, match=f"cannot open the vector index at http://127.0.0.1:{port}"
-    ):
-        VectorIndex(url=f"http://127.0.0.1:{port}", embedder=HashEmbedder())
+    # A server down at start-up is not fatal: each use fails until it answers.
+    with VectorIndex(url=f"http://127.0.0.1:{port}", embedder=HashEmbedder()) as idx:
+        unreachable = f"the Chroma server at http://127.0.0.1:{port} is not reachable"
+        with pytest.raises(VectorIndexError, match=unreachable):
+            idx.add("alice", corpus())
+        with pytest.raises(VectorIndexError, match=unreachable):
+            idx.search("alice", "piano")
 
 
 def test_nothing_touches_the_network(
