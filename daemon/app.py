@@ -15,6 +15,7 @@ import structlog
 from daemon.child import kill_orphan
 from daemon.commands import Commands, package_version
 from daemon.control import ControlServer
+from daemon.http_server import HttpServer
 from daemon.ingest_worker import IngestWorker
 from daemon.lock import InstanceLock
 from daemon.notify import Notifier
@@ -58,6 +59,7 @@ class Daemon:
         self.schedules: Schedules | None = None
         # Warm models for `ask`, each in a generation worker process (never in this one).
         self.generation_pool = WorkerPool(idle_timeout_s=settings.ask.idle_timeout_s)
+        self.http: HttpServer | None = None
         self._stop: asyncio.Event | None = None
         self._signals = 0
 
@@ -85,6 +87,17 @@ class Daemon:
 
     def retrieve(self, profile: str, question: str, k: int) -> list[tuple[str, str]]:
         return self._retrieve(profile, question, k)
+
+    def http_info(self) -> dict[str, Any] | None:
+        return self.http.info() if self.http else None
+
+    def http_token(self) -> str:
+        return self.http.token if self.http else ""
+
+    def _activity(self) -> tuple[Any, ...]:
+        """What the dashboard's event streams watch: cheap, in memory."""
+        running = self.supervisor.running() if self.supervisor else {}
+        return (self.ingest_state(), repr(sorted(running.items())))
 
     # -- the process ------------------------------------------------------------------
     def run(self) -> int:
@@ -137,6 +150,9 @@ class Daemon:
             max_connections=s.socket.max_connections,
         )
         await server.start()
+        if s.http.enabled:
+            self.http = HttpServer(s.http, s.state_dir, commands.handlers(), self._activity)
+            await self.http.start()
         watcher.start()
         worker.start()
         supervisor.start()
@@ -164,6 +180,8 @@ class Daemon:
             for task in tasks:
                 task.cancel()
             await server.stop()
+            if self.http is not None:
+                await self.http.stop()
             # No generation worker outlives the daemon; an answer in hand fails.
             await loop.run_in_executor(None, self.generation_pool.close)
             await self._drain(loop)

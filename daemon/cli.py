@@ -67,13 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _daemon_commands(commands: _Commands) -> None:
-    """run, ping, status."""
+    """run, ping, dashboard, status."""
     run = commands.add("run", "run the daemon in the foreground", json_flag=False)
     run.add_argument("--profiles-dir", type=Path, help="override the profiles_dir setting")
     run.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     run.add_argument("--log-format", choices=["auto", "json", "console"])
 
     commands.add("ping", "check that the daemon answers")
+    commands.add("dashboard", "the dashboard's address with its token (the HTTP API)")
     status = commands.add("status", "the daemon, its profiles, jobs and schedules")
     status.add_argument("--watch", action="store_true", help="a live view, refreshed every second")
     status.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
@@ -213,6 +214,7 @@ Printer = Callable[[Any, argparse.Namespace], None]
 # command -> (socket args from the CLI args, printer for people)
 CLIENT_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]], Printer]] = {
     "ping": (lambda a: {}, render.ping),
+    "dashboard": (lambda a: {}, render.dashboard),
     "status": (lambda a: {}, render.status),
     "search": (lambda a: {"profile": a.profile, "query": a.query, "k": a.k}, render.search),
     "rejects": (lambda a: {"profile": a.profile, "limit": a.limit}, render.rejects),

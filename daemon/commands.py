@@ -1,4 +1,6 @@
-"""The control socket's commands. Each is also a `personad` subcommand."""
+"""The control socket's commands. Each is also a `personad` subcommand, but run_info (a
+job's curves and verdict, for the dashboard; `personad report` is the people's view).
+The HTTP API (daemon/http_api.py) serves the same handlers."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any, TypeVar
 
 from daemon.control import CommandError, Handler
@@ -23,7 +26,7 @@ from services.ledger import Ledger
 from services.profile_names import RULE, is_valid_profile_name
 from services.publish import PublishError
 from services.publish.release import rollback
-from services.report import latest_report
+from services.report import latest_report, run_overview
 
 T = TypeVar("T")
 
@@ -83,6 +86,8 @@ class Commands:
             "pause": self.pause,
             "resume": self.resume,
             "eval": self.eval,
+            "run_info": self.run_info,
+            "dashboard": self.dashboard,
         }
 
     def close(self) -> None:
@@ -161,12 +166,22 @@ class Commands:
                 "profiles_dir": str(s.profiles),
                 "socket": str(s.socket_file),
                 "config_file": str(s.config_file) if s.config_file else None,
+                "http": rt.http_info(),
                 "ingest": rt.ingest_state().to_dict(),
             },
             "profiles": profiles,
             "jobs": await self._job_list(active_only=True),
             "schedules": rt.describe_schedules(),
         }
+
+    async def dashboard(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The dashboard's address with its token (the socket's peers only)."""
+        http = self.rt.http_info()
+        if http is None:
+            raise CommandError("unavailable", "the HTTP server is off (http.enabled = false)")
+        if http["error"]:
+            raise CommandError("unavailable", f"the HTTP server is not running: {http['error']}")
+        return {"url": f"{http['url']}?token={self.rt.http_token()}", "address": http["url"]}
 
     async def search(self, args: dict[str, Any]) -> dict[str, Any]:
         profile = _str_arg(args, "profile")
@@ -273,6 +288,20 @@ class Commands:
         result = await self._run(enqueue)
         self._wake_jobs()
         return result
+
+    async def run_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A job's run: its loss curves, gate verdict and fidelity numbers."""
+        job_id = _int_arg(args, "job", 0, 1, 2**62)
+
+        def read() -> dict[str, Any]:
+            job = self._ledger().job(job_id)
+            if job is None:
+                raise CommandError("unknown_job", f"no job {job_id}")
+            if not job.run_dir:
+                raise CommandError("no_run", f"job {job_id} is {job.state}: it has no run yet")
+            return {"job": job_id, "state": job.state, **run_overview(Path(job.run_dir))}
+
+        return await self._run(read)
 
     async def jobs(self, args: dict[str, Any]) -> dict[str, Any]:
         limit = _int_arg(args, "limit", 50, 1, 1000)

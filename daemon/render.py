@@ -17,6 +17,10 @@ from services.fidelity.summary import describe
 console = Console(highlight=False)
 
 
+def dashboard(result: dict[str, Any], args: Any) -> None:
+    print(result["url"])
+
+
 def ping(result: dict[str, Any], args: argparse.Namespace) -> None:
     console.print(f"personad {result['version']} answers (pid {result['pid']})")
 

@@ -90,6 +90,15 @@ class Runtime(Protocol):
 
     def describe_schedules(self) -> list[dict[str, Any]]: ...
 
+    def http_info(self) -> dict[str, Any] | None:
+        """The HTTP API: ``{"url", "listen", "error"}`` (error: why it is not serving), or
+        None when ``http.enabled`` is false."""
+        ...
+
+    def http_token(self) -> str:
+        """The HTTP API's bearer token."""
+        ...
+
     def retrieve(self, profile: str, question: str, k: int) -> list[tuple[str, str]]:
         """The ``k`` memories ``ask`` would retrieve for ``question``, as (id, text), best
         first; [] while the index is not available."""

@@ -239,3 +239,33 @@ def write_report(run_dir: Path, out: Path | None = None, published: str | None =
     markdown = png.with_suffix(".md")
     write_text(markdown, text + f"\n![loss curves]({png.name})\n")
     return Report(run_dir, png, markdown, text)
+
+
+def run_overview(run_dir: Path) -> dict[str, Any]:
+    """A run's loss curves as points, its gate verdict and fidelity numbers (for the
+    dashboard; the same sources as the report)."""
+    events = read_progress(run_dir)
+    summary = _read_json(run_dir / "run-summary.json")
+    evaluation = _read_json(run_dir / "eval.json")
+    done = next((e for e in reversed(events) if e.get("event") == "done"), None)
+    gate = summary.get("gate") or evaluation or ((done or {}).get("metrics") or {}).get("gate")
+
+    def points(event: str, key: str) -> list[list[float]]:
+        return [
+            [e["step"], e[key]]
+            for e in events
+            if e.get("event") == event
+            and isinstance(e.get("step"), int | float)
+            and isinstance(e.get(key), int | float)
+        ]
+
+    verdict = None
+    if isinstance(gate, dict) and gate:
+        verdict = {"passed": bool(gate.get("passed")), "reason": gate.get("reason")}
+    return {
+        "run_dir": str(run_dir),
+        "train_loss": points("step", "loss"),
+        "eval_loss": points("eval", "eval_loss"),
+        "gate": verdict,
+        "fidelity": version_fidelity(gate) if isinstance(gate, dict) else None,
+    }

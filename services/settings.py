@@ -116,6 +116,23 @@ class SocketSettings(_Section):
     max_connections: int = Field(64, ge=1, description="Concurrent control connections.")
 
 
+class HttpSettings(_Section):
+    enabled: bool = Field(
+        True, description="Serve the HTTP API and the dashboard (see `personad dashboard`)."
+    )
+    listen: str = Field(
+        "127.0.0.1:8765",
+        pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$",
+        description="host:port of the HTTP API; port 0 picks a free one. A port in use: the "
+        "daemon runs on without HTTP and says so in the log and in `status`.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names besides the listen address (and localhost) that requests may "
+        "name in their Host header; the rest are refused (DNS rebinding).",
+    )
+
+
 class OllamaSettings(_Section):
     url: str | None = Field(
         None, description="Ollama server, e.g. http://127.0.0.1:11434; unset: no Ollama."
@@ -263,6 +280,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = Field(default_factory=IngestSettings)  # type: ignore[arg-type]
     index: IndexSettings = Field(default_factory=IndexSettings)  # type: ignore[arg-type]
     socket: SocketSettings = Field(default_factory=SocketSettings)  # type: ignore[arg-type]
+    http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
     ollama: OllamaSettings = Field(default_factory=OllamaSettings)  # type: ignore[arg-type]
     training: TrainingSettings = Field(default_factory=TrainingSettings)  # type: ignore[arg-type]
     triggers: TriggerSettings = Field(default_factory=TriggerSettings)  # type: ignore[arg-type]

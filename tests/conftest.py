@@ -79,6 +79,8 @@ SLOW = (
     "*/test_jobs_e2e.py::*",
     "*/test_chroma_server.py::*",
     "*/test_ingest_e2e.py::*",  # one daemon; later tests build on the first one's profiles
+    "*/test_http_api.py::*",  # one daemon for the module, two more for the start-up cases
+    "*/test_dashboard_browser.py::*",
     "*/test_status_view.py::test_watch_survives_a_daemon_restart",
     "*/test_dataset_cli.py::test_dataset_of_a_mixed_profile",
     "*/test_dataset_cli.py::test_contaminated_dataset_fails_with_ids_and_tags",

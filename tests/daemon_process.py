@@ -38,6 +38,8 @@ class DaemonProcess:
             "PERSONAD_PROFILES_DIR": str(self.profiles_dir),
             "PERSONAD_SOCKET_PATH": str(self.socket),
             "PERSONAD_LOG__FORMAT": "json",
+            # A free port each: daemons of parallel tests never meet on 8765.
+            "PERSONAD_HTTP__LISTEN": "127.0.0.1:0",
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
@@ -108,6 +110,15 @@ class DaemonProcess:
         raise AssertionError(
             f"condition not met in {timeout}s (last: {last!r})\n{self.log()[-4000:]}"
         )
+
+    def http_url(self) -> str:
+        """The HTTP API's address (``http://127.0.0.1:PORT/``)."""
+        url = self.call("status")["daemon"]["http"]["url"]
+        assert url, self.call("status")["daemon"]["http"]
+        return str(url)
+
+    def http_token(self) -> str:
+        return (self.state_dir / "http-token").read_text().strip()
 
     def log(self) -> str:
         try:

@@ -25,6 +25,8 @@ def main() -> int:
 
     def emit(obj: dict) -> None:
         out.write(json.dumps(obj).encode() + b"\n")
+        with open(os.path.join(run_dir, "progress.jsonl"), "a") as f:  # as the real child
+            f.write(json.dumps(obj) + "\n")
 
     with open(os.path.join(run_dir, "fake.pid"), "w") as f:
         f.write(str(os.getpid()))

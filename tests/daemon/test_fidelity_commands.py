@@ -42,6 +42,12 @@ class StillRuntime:
     def describe_schedules(self) -> list[dict[str, Any]]:
         return []
 
+    def http_info(self) -> dict[str, Any] | None:
+        return None
+
+    def http_token(self) -> str:
+        return ""
+
 
 def test_versions_and_status_carry_fidelity(tmp_path: Path) -> None:
     settings = load_settings(overrides={"state_dir": str(tmp_path / "state")})
