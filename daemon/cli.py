@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from daemon import render
+from daemon.cli_local import EXIT_FAILED, LOCAL_COMMANDS
 from daemon.client import ClientError, CommandFailed, ControlClient, DaemonNotRunning
 from services.profile_names import InvalidProfileName, check_profile_name
 from services.settings import Settings, SettingsError, load_settings
 
-EXIT_FAILED, EXIT_USAGE, EXIT_NOT_RUNNING = 1, 2, 3
+EXIT_USAGE, EXIT_NOT_RUNNING = 2, 3
 
 
 def _profile(text: str) -> str:
@@ -106,6 +107,15 @@ def _training_commands(commands: _Commands) -> None:
     train.add_argument("--wait", action="store_true", help="follow the job until it ends")
     train.add_argument(
         "--force", action="store_true", help="train even below the minimum sample counts"
+    )
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="an expert override of one hyperparameter for this job (e.g. lora.r=8, "
+        "learning_rate=1e-4); repeatable; the value is read as JSON, else as text",
     )
     train.add_argument(
         "--all",
@@ -227,6 +237,7 @@ CLIENT_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]],
             "preset": a.preset,
             "force": a.force,
             "all": a.all,
+            "config": _overrides(a.overrides),
         },
         render.train,
     ),
@@ -262,6 +273,21 @@ CLIENT_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]],
 }
 
 
+def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``["lora.r=8", "lr_scheduler=linear"]`` -> ``{"lora.r": 8, "lr_scheduler": "linear"}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise SystemExit(f"personad: --set takes KEY=VALUE (e.g. lora.r=8), not {pair!r}")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text.strip()
+    return out
+
+
 def _version_number(text: str | None, flag: str = "--to") -> int | None:
     if text is None:
         return None
@@ -284,111 +310,6 @@ def _find_job(client: ControlClient, job_id: int) -> dict[str, Any]:
         if job["id"] == job_id:
             return dict(job)
     raise ClientError(f"job {job_id} is gone from the ledger")
-
-
-def _dataset(settings: Settings, args: argparse.Namespace) -> int:
-    from services.curation import load_rules
-    from services.errors import PersonadError
-    from services.ledger import Ledger
-    from services.run_prep import build_profile_dataset, new_run_dir, renderer_for
-
-    if not settings.ledger_path.exists():
-        print(
-            f"personad: no ledger at {settings.ledger_path}: nothing ingested yet", file=sys.stderr
-        )
-        return EXIT_FAILED
-    try:
-        with Ledger(settings.ledger_path) as ledger:
-            if args.profile not in ledger.profiles():
-                known = ", ".join(ledger.profiles()) or "none"
-                print(f"personad: no profile {args.profile!r} (known: {known})", file=sys.stderr)
-                return EXIT_FAILED
-            renderer = renderer_for(args.family, args.base_model or settings.training.base_model)
-            out = args.out or new_run_dir(settings.state_dir, args.profile, "dataset")
-            summary = build_profile_dataset(
-                ledger,
-                args.profile,
-                out,
-                renderer,
-                load_rules(),
-                mode=args.mode,
-                max_samples=args.max_samples,
-            )
-    except PersonadError as exc:
-        # A contaminated dataset lands here too, with the offending ids and tags.
-        print(f"personad: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    if args.json:
-        print(json.dumps(summary.to_dict(), indent=2, default=str))
-    else:
-        render.dataset(summary.to_dict(), summary.out_dir)
-    return 0
-
-
-def _report(settings: Settings, args: argparse.Namespace) -> int:
-    from services.ledger import Ledger
-    from services.report import ReportError, latest_run, write_report
-
-    target = Path(args.target)
-    try:
-        run_dir = target if target.is_dir() else latest_run(settings.state_dir, args.target)
-        published = None
-        if settings.ledger_path.exists():
-            with Ledger(settings.ledger_path) as ledger:
-                for profile in ledger.profiles():
-                    for v in ledger.versions(profile):
-                        if v["run_dir"] and Path(v["run_dir"]) == run_dir.resolve():
-                            active = " (active)" if v["active"] else ""
-                            published = f"{profile} v{v['version']}{active}"
-        report = write_report(run_dir, args.out, published)
-    except ReportError as exc:
-        print(f"personad: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "run_dir": str(report.run_dir),
-                    "png": str(report.png),
-                    "markdown": str(report.markdown),
-                },
-                indent=2,
-            )
-        )
-    else:
-        print(report.text)
-        print(f"loss curves: {report.png}")
-    return 0
-
-
-def _demo(settings: Settings, args: argparse.Namespace) -> int:
-    from daemon.demo import DemoError, run_demo
-    from daemon.logs import configure_logging
-
-    configure_logging("warning", "console")
-    if args.json:  # people's lines to stderr, the result alone on stdout
-        render.console.file = sys.stderr
-    try:
-        result = run_demo(
-            args.dir,
-            base_model=args.base_model,
-            family=args.family,
-            train_config=args.train_config,
-            persona=args.persona,
-        )
-    except DemoError as exc:
-        print(f"personad: demo failed: {exc} (see {args.dir / 'daemon.log'})", file=sys.stderr)
-        return EXIT_FAILED
-    if args.json:
-        print(json.dumps(result, indent=2, default=str))
-    return 0
-
-
-LOCAL_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
-    "demo": _demo,
-    "dataset": _dataset,
-    "report": _report,
-}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -132,9 +132,18 @@ def dataset(summary: dict[str, Any], out_dir: Any) -> None:
         "  modes    "
         + (", ".join(f"{k} {v['count']} ({v['share']:.0%})" for k, v in modes.items()) or "none")
     )
+    tok = m.get("tokens") or {}
+    if tok.get("samples"):
+        console.print(
+            f"  tokens   min {tok['min']}, avg {tok['avg']}, max {tok['max']} per sample "
+            f"({tok['tokenizer']})"
+        )
+    colours = {"good": "green", "fair": "yellow", "bad": "red"}
     for name, ind in (m.get("indicators") or {}).items():
-        mark = "[green]good[/green]" if ind.get("good") else "[yellow]check[/yellow]"
-        console.print(f"  {mark}     {name}: {ind.get('value')} (target {ind.get('target')})")
+        tier = ind.get("tier") or ("good" if ind.get("good") else "fair")
+        mark = f"[{colours.get(tier, 'yellow')}]{tier:<4}[/{colours.get(tier, 'yellow')}]"
+        bad = f", bad {ind['bad']}" if ind.get("bad") else ""
+        console.print(f"  {mark}     {name}: {ind.get('value')} (good {ind.get('target')}{bad})")
     for warning in m.get("warnings") or []:
         console.print(f"  [yellow]warning[/yellow]  {warning}", markup=True)
     verdict = ds.get("contamination") or {}

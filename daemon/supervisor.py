@@ -183,6 +183,7 @@ class Supervisor:
                 regression=planned.regression,
                 retrieve=self.retrieve,
                 probes_file=s.profiles / job.profile / OWN_PROBES,
+                cache_dir=s.state_dir / "base-models",
             )
         except (PersonadError, OSError) as exc:
             return Outcome("failed", f"cannot prepare the run: {exc}", str(exc))
@@ -192,7 +193,7 @@ class Supervisor:
             job.mode,
             prepared.n_train,
             triggers=s.triggers,
-            mode_minimum=lambda mode: load_mode_config(mode).dataset.min_samples,
+            mode_minimum=lambda mode: load_mode_config(mode).thresholds("full")[0],
             force=bool(job.args.get("force")),
             required=prepared.config.config.dataset.required_samples,
             everything=bool(job.args.get("all")),

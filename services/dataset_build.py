@@ -46,13 +46,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from services.curation.config import (
-    MODES,
-    CurationError,
-    CurationRules,
-    ModeConfig,
-    load_mode_configs,
-)
+from services.curation.config import MODES, CurationError, CurationRules
+from services.curation.mode_config import ModeConfig, load_mode_configs
 from services.curation.modes import ContaminationError, contamination
 from services.curation.sample import Sample
 from services.durable import fsync_dir, json_text, jsonl_text, write_json, write_text
@@ -60,6 +55,7 @@ from services.memories.model import Memory
 from services.metrics import dataset_metrics
 from services.persona_prompt import training_context, with_system
 from services.schemas import ChatSchema, SchemaError
+from services.token_stats import ESTIMATE, TokenCounter, estimate_tokens, token_stats
 
 CURATED_MEMORIES = "curated_memories.json"
 FORMATTED_SAMPLES = "formatted_samples.json"
@@ -217,11 +213,14 @@ def build_dataset(
     mode_configs: Mapping[str, ModeConfig] | None = None,
     created: datetime | None = None,
     persona: str | None = None,
+    tokens: TokenCounter | None = None,
 ) -> DatasetSummary:
     """Select, check, render and write the dataset into ``out_dir`` (see the module doc).
 
     ``mode_configs`` (mode -> config) gives the metrics' sample-count warnings; the
-    shipped ``etc/modes`` configs when None. ``persona`` (the profile's name) renders chat
+    shipped ``etc/modes`` configs when None. ``tokens`` counts tokens for the metrics'
+    ``tokens`` statistics (the base model's tokenizer; the words x 4/3 estimate when
+    None). ``persona`` (the profile's name) renders chat
     samples under the prompt policy (:func:`render_lines`). Raises
     :class:`ContaminationError` (after writing a failed ``run-summary.json``) or
     :class:`DatasetError`.
@@ -263,6 +262,14 @@ def build_dataset(
             f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
         )
     records = render_lines(selected, memories, renderer, persona)
+    stats, token_warnings = token_stats(
+        records, tokens or TokenCounter(estimate_tokens, ESTIMATE), rules.metrics.prose_tokens
+    )
+    common["metrics"] = {
+        **common["metrics"],
+        "tokens": stats,
+        "warnings": [*common["metrics"]["warnings"], *token_warnings],
+    }
     contents = {
         CURATED_MEMORIES: json_text(
             [by_id[s.memory_id].to_record() for s in selected], default=str

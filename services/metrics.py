@@ -7,9 +7,11 @@ modes and samples"); ``status`` does not carry them.
 - ``short_share`` (<= ``short_words`` words, 40), ``long_share`` (> ``long_words``, 100),
   ``filler_share`` (filler was found and removed);
 - ``modes``: per mode, ``count`` and ``share`` (every mode listed, 0 when absent);
-- ``indicators``: each measure against the seed thresholds of ``etc/curation.json``
-  ``metrics`` (average 25-40 words, short share > 80%, filler < 2%, every present mode
-  > 10%), as ``{"value", "target", "good"}``; ``good`` is None for an empty dataset;
+- ``indicators``: each measure against the tiers of ``etc/curation.json`` ``metrics``
+  (MetaHuman's: average 25-40 words good, > 60 bad; short share > 80% good, < 60% bad;
+  filler < 2% good, > 5% bad; long share 5-10% good; every present mode > 10% good, any
+  < 5% bad; fair in between), as ``{"value", "target", "bad", "tier", "good"}``; ``tier``
+  and ``good`` are None for an empty dataset;
 - ``warnings``: for each present mode, its count against the mode config's
   ``min_samples`` (below: not enough to train that mode well) and
   ``recommended_samples``; plus one per bad indicator.
@@ -23,7 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from services.curation.config import MODES, MetricThresholds, ModeConfig
+from services.curation.config import MODES, MetricThresholds
+from services.curation.mode_config import ModeConfig
 from services.curation.sample import Sample
 
 
@@ -72,32 +75,63 @@ def _measure(items: list[Sample], t: MetricThresholds) -> _Measures:
     )
 
 
+Tier = str  # "good" | "fair" | "bad"
+
+
+def _tier(good: bool, bad: bool) -> Tier:
+    return "good" if good else "bad" if bad else "fair"
+
+
+def _tiers(m: _Measures, t: MetricThresholds) -> dict[str, Tier]:
+    """Each indicator's tier (MetaHuman's good and bad limits; fair in between)."""
+    lo, hi = t.avg_assistant_words
+    long_lo, long_hi = t.long_share
+    shares = [_share(n, m.total) for n in m.counts.values() if n]
+    return {
+        "avg_assistant_words": _tier(lo <= m.avg <= hi, m.avg > t.bad_avg_assistant_words),
+        "short_share": _tier(m.short > t.min_short_share, m.short < t.bad_short_share),
+        "filler_share": _tier(m.filler < t.max_filler_share, m.filler > t.bad_filler_share),
+        "long_share": _tier(long_lo <= m.long_ <= long_hi, False),
+        "mode_balance": _tier(
+            all(x > t.min_mode_share for x in shares), any(x < t.bad_mode_share for x in shares)
+        ),
+    }
+
+
 def _judge(m: _Measures, t: MetricThresholds) -> dict[str, bool]:
     """Each indicator: whether it is good."""
-    lo, hi = t.avg_assistant_words
-    return {
-        "avg_assistant_words": lo <= m.avg <= hi,
-        "short_share": m.short > t.min_short_share,
-        "filler_share": m.filler < t.max_filler_share,
-        "mode_balance": not m.low_modes(t),
-    }
+    return {key: tier == "good" for key, tier in _tiers(m, t).items()}
 
 
 def _indicators(m: _Measures, t: MetricThresholds) -> dict[str, dict[str, Any]]:
     lo, hi = t.avg_assistant_words
-    values: dict[str, tuple[Any, str]] = {
-        "avg_assistant_words": (m.avg, f"{lo:g}-{hi:g} words"),
-        "short_share": (m.short, f"> {t.min_short_share:g}"),
-        "filler_share": (m.filler, f"< {t.max_filler_share:g}"),
+    long_lo, long_hi = t.long_share
+    values: dict[str, tuple[Any, str, str | None]] = {
+        "avg_assistant_words": (
+            m.avg,
+            f"{lo:g}-{hi:g} words",
+            f"> {t.bad_avg_assistant_words:g} words",
+        ),
+        "short_share": (m.short, f"> {t.min_short_share:g}", f"< {t.bad_short_share:g}"),
+        "filler_share": (m.filler, f"< {t.max_filler_share:g}", f"> {t.bad_filler_share:g}"),
+        "long_share": (m.long_, f"{long_lo:g}-{long_hi:g}", None),
         "mode_balance": (
             {mode: v["share"] for mode, v in m.modes().items() if v["count"]},
             f"every present mode > {t.min_mode_share:g}",
+            f"any present mode < {t.bad_mode_share:g}",
         ),
     }
-    good = _judge(m, t)
+    tiers = _tiers(m, t)
+    empty = m.total == 0
     return {
-        key: {"value": value, "target": target, "good": None if m.total == 0 else good[key]}
-        for key, (value, target) in values.items()
+        key: {
+            "value": value,
+            "target": target,
+            "bad": bad,
+            "tier": None if empty else tiers[key],
+            "good": None if empty else tiers[key] == "good",
+        }
+        for key, (value, target, bad) in values.items()
     }
 
 
@@ -127,6 +161,7 @@ def _indicator_warnings(m: _Measures, t: MetricThresholds) -> list[str]:
     """One warning per bad indicator of a dataset that is not empty."""
     lo, hi = t.avg_assistant_words
     good = _judge(m, t)
+    good.pop("long_share")  # a tier only: most conversational datasets hold no long answers
     warnings = []
     if not good["avg_assistant_words"]:
         warnings.append(f"average response length {m.avg:g} words is outside {lo:g}-{hi:g}")

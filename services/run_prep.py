@@ -21,6 +21,7 @@ from services.durable import write_jsonl
 from services.jsonl import read_objects
 from services.ledger import Ledger
 from services.schemas import Renderer
+from services.token_stats import TokenCounter, token_counter
 from services.training.base_model import parse_spec
 from services.training.config import ResolvedConfig, resolve_config
 from services.training.dataset_reader import DATASET_FILE
@@ -71,9 +72,10 @@ def build_profile_dataset(
     mode: str | None = None,
     max_samples: int | None = None,
     samples: Sequence[Sample] | None = None,
+    tokens: TokenCounter | None = None,
 ) -> DatasetSummary:
     """Build a dataset from the profile's curated samples in the ledger (or from the
-    given subset of them)."""
+    given subset of them); ``tokens`` counts its token statistics."""
     if samples is None:
         samples = [Sample.from_record(r) for r in ledger.sample_records(profile)]
     memories = ledger.memories(profile)
@@ -86,6 +88,7 @@ def build_profile_dataset(
         max_samples=max_samples,
         rules=rules,
         persona=profile,
+        tokens=tokens,
     )
 
 
@@ -195,6 +198,7 @@ def prepare_training_run(
     retrieve: Retrieve | None = None,
     probes_file: Path | None = None,
     device: Device | None = None,
+    cache_dir: Path | None = None,
 ) -> PreparedRun:
     """Everything a training child needs in ``run_dir``: the dataset files and the
     resolved ``config.json``, and ``regression.jsonl`` (held-out older samples the
@@ -204,6 +208,7 @@ def prepare_training_run(
     into ``config.json`` (:func:`plan_memory`): a run that cannot fit fails here, before
     anything is loaded. Raises the services' errors with reasons for people."""
     renderer = renderer_for(family, base_model)
+    location = Path(parse_spec(base_model).location)
     summary = build_profile_dataset(
         ledger,
         profile,
@@ -213,6 +218,7 @@ def prepare_training_run(
         mode=mode,
         max_samples=max_samples,
         samples=samples,
+        tokens=token_counter(location, cache_dir),
     )
     counts = summary.counts
     n_train, n_eval = int(counts.get("train", 0)), int(counts.get("eval", 0))

@@ -59,14 +59,16 @@ from services.curation.config import (
     CurationError,
     CurationRules,
     MetricThresholds,
-    ModeConfig,
-    load_mode_config,
-    load_mode_configs,
     load_rules,
-    parse_mode_config,
     parse_rules,
 )
 from services.curation.curate import curate
+from services.curation.mode_config import (
+    ModeConfig,
+    load_mode_config,
+    load_mode_configs,
+    parse_mode_config,
+)
 from services.curation.modes import (
     ContaminationError,
     assign_mode,

@@ -1,7 +1,8 @@
-"""Loading and validating the curation rules and the per-mode configs.
+"""Loading and validating the curation rules (the per-mode configs are
+:mod:`services.curation.mode_config`, which uses the helpers here).
 
 ``etc/curation.json`` becomes a :class:`CurationRules`; ``etc/modes/<mode>-config.json``
-a :class:`ModeConfig`. Both are validated on load: an invalid file raises
+a ``ModeConfig``. Both are validated on load: an invalid file raises
 :class:`CurationError` naming the file and the key (``quality.weights.1.weight``), so
 that a person can open the file and fix it. Keys starting with ``$`` and ``notes``
 are comments; any other unknown key is an error (it is usually a typo).
@@ -35,14 +36,14 @@ class CurationError(PersonadError):
         self.key = key
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 # ---------------------------------------------------------------------- curation
 
 
-class ModeTags(_Strict):
+class ModeTags(StrictModel):
     prompt_tag: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     response_tag: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     types: tuple[str, ...] = ()
@@ -53,12 +54,12 @@ class ModeTags(_Strict):
         return tuple(normalize_type(t) for t in v)
 
 
-class WeightTier(_Strict):
+class WeightTier(StrictModel):
     min_quality: float = Field(ge=0, le=10)
     weight: float = Field(gt=0)
 
 
-class Heuristic(_Strict):
+class Heuristic(StrictModel):
     base: float = 5.0
     good_length_words: tuple[int, int] = (8, 80)
     good_length_bonus: float = 1.5
@@ -77,29 +78,36 @@ class Heuristic(_Strict):
     continuation_base: float = 7.0
 
 
-class QualityRules(_Strict):
+class QualityRules(StrictModel):
     min_quality: float = Field(ge=0, le=10)
     weights: tuple[WeightTier, ...] = Field(min_length=1)
     heuristic: Heuristic = Heuristic()
 
 
-class FillerRules(_Strict):
+class FillerRules(StrictModel):
     phrases: tuple[str, ...] = ()
     sentences: tuple[str, ...] = ()
 
 
-class MetricThresholds(_Strict):
-    """What the dataset metrics call good (the seed thresholds)."""
+class MetricThresholds(StrictModel):
+    """What the dataset metrics call good and bad (MetaHuman's quality tiers); a value
+    between the two is fair."""
 
     short_words: int = Field(default=40, ge=1)
     long_words: int = Field(default=100, ge=1)
     avg_assistant_words: tuple[float, float] = (25.0, 40.0)
+    bad_avg_assistant_words: float = Field(default=60.0, ge=0)
     min_short_share: float = Field(default=0.8, ge=0, le=1)
+    bad_short_share: float = Field(default=0.6, ge=0, le=1)
     max_filler_share: float = Field(default=0.02, ge=0, le=1)
+    bad_filler_share: float = Field(default=0.05, ge=0, le=1)
+    long_share: tuple[float, float] = (0.05, 0.1)
     min_mode_share: float = Field(default=0.1, ge=0, le=1)
+    bad_mode_share: float = Field(default=0.05, ge=0, le=1)
+    prose_tokens: tuple[int, int] = (700, 2000)
 
 
-class CurationRules(_Strict):
+class CurationRules(StrictModel):
     """The rules of ``etc/curation.json`` (see its ``notes`` for what each does)."""
 
     modes: dict[str, ModeTags]
@@ -179,9 +187,22 @@ def _check_rules(rules: CurationRules) -> tuple[str, str] | None:
     lo, hi = rules.quality.heuristic.good_length_words
     if lo > hi:
         return "quality.heuristic.good_length_words", f"[{lo}, {hi}] is not a range"
-    lo_w, hi_w = rules.metrics.avg_assistant_words
-    if lo_w > hi_w:
-        return "metrics.avg_assistant_words", f"[{lo_w}, {hi_w}] is not a range"
+    th = rules.metrics
+    for key, (lo_r, hi_r) in (
+        ("avg_assistant_words", th.avg_assistant_words),
+        ("long_share", th.long_share),
+        ("prose_tokens", th.prose_tokens),
+    ):
+        if lo_r > hi_r:
+            return f"metrics.{key}", f"[{lo_r}, {hi_r}] is not a range"
+    for key, good, bad, better in (
+        ("bad_avg_assistant_words", th.avg_assistant_words[1], th.bad_avg_assistant_words, "above"),
+        ("bad_short_share", th.min_short_share, th.bad_short_share, "below"),
+        ("bad_filler_share", th.max_filler_share, th.bad_filler_share, "above"),
+        ("bad_mode_share", th.min_mode_share, th.bad_mode_share, "below"),
+    ):
+        if (bad < good) if better == "above" else (bad > good):
+            return f"metrics.{key}", f"{bad:g} must be at or {better} the good limit {good:g}"
     for key, text, fields in (
         ("continuation_prompt", rules.continuation_prompt, {"title": "t"}),
         ("continuation_part", rules.continuation_part, {"part": 1, "parts": 2}),
@@ -203,108 +224,18 @@ def _check_rules(rules: CurationRules) -> tuple[str, str] | None:
     return None
 
 
-# ---------------------------------------------------------------------- modes
-
-
-class LoraParams(_Strict):
-    r: int = Field(ge=1)
-    alpha: int = Field(ge=1)
-    dropout: float = Field(ge=0, lt=1)
-    target_modules: str | tuple[str, ...] = "all-linear"
-
-    @field_validator("target_modules")
-    @classmethod
-    def _modules(cls, v: str | tuple[str, ...]) -> str | tuple[str, ...]:
-        if isinstance(v, str) and v != "all-linear":
-            raise ValueError("must be 'all-linear' or a list of module names")
-        if isinstance(v, tuple) and (not v or not all(m.strip() for m in v)):
-            raise ValueError("must be a non-empty list of module names")
-        return v
-
-
-class _Hyper(_Strict):
-    learning_rate: float = Field(gt=0, le=1)
-    warmup_ratio: float = Field(ge=0, le=1)
-    weight_decay: float = Field(ge=0)
-    max_grad_norm: float = Field(gt=0)
-    num_epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
-    gradient_accumulation_steps: int = Field(ge=1)
-    max_seq_length: int = Field(ge=64)
-
-
-class FullOverrides(_Strict):
-    learning_rate: float | None = Field(default=None, gt=0, le=1)
-    warmup_ratio: float | None = Field(default=None, ge=0, le=1)
-    weight_decay: float | None = Field(default=None, ge=0)
-    max_grad_norm: float | None = Field(default=None, gt=0)
-    num_epochs: int | None = Field(default=None, ge=1)
-    batch_size: int | None = Field(default=None, ge=1)
-    gradient_accumulation_steps: int | None = Field(default=None, ge=1)
-    max_seq_length: int | None = Field(default=None, ge=64)
-
-
-class TrainingParams(_Hyper):
-    lora: LoraParams
-    full: FullOverrides = FullOverrides()
-
-
-class DatasetRequirements(_Strict):
-    min_samples: int = Field(ge=0)
-    recommended_samples: int = Field(ge=0)
-    max_samples: int | None = Field(default=None, ge=1)
-
-
-class ModeConfig(_Strict):
-    """One ``etc/modes/<mode>-config.json``: dataset requirements and hyperparameters."""
-
-    mode: Mode
-    dataset: DatasetRequirements
-    training: TrainingParams
-    source: str = Field(default="", exclude=True)
-
-    def hyperparameters(self, kind: str = "lora") -> dict[str, Any]:
-        """The training overrides of this mode for a ``lora`` or ``full`` run, as a flat
-        dict (``lora`` nested as {r, alpha, dropout, target_modules} for LoRA runs only)."""
-        if kind not in ("lora", "full"):
-            raise CurationError(f"unknown training kind {kind!r}; expected 'lora' or 'full'")
-        shared = self.training.model_dump(exclude={"lora", "full"})
-        if kind == "full":
-            shared.update(self.training.full.model_dump(exclude_none=True))
-            return shared
-        lora = self.training.lora.model_dump()
-        if isinstance(lora["target_modules"], tuple):
-            lora["target_modules"] = list(lora["target_modules"])
-        return {**shared, "lora": lora}
-
-
-def _check_mode_config(cfg: ModeConfig, mode: str) -> tuple[str, str] | None:
-    if cfg.mode != mode:
-        return "mode", f"is '{cfg.mode}' but the file is the config of mode '{mode}'"
-    d = cfg.dataset
-    if d.recommended_samples < d.min_samples:
-        return "dataset.recommended_samples", (
-            f"{d.recommended_samples} is below min_samples ({d.min_samples})"
-        )
-    if d.max_samples is not None and d.max_samples < d.recommended_samples:
-        return "dataset.max_samples", (
-            f"{d.max_samples} is below recommended_samples ({d.recommended_samples})"
-        )
-    return None
-
-
 # ---------------------------------------------------------------------- loading
 
 
-def _strip_comments(value: Any) -> Any:
+def strip_comments(value: Any) -> Any:
     if isinstance(value, dict):
         return {
-            k: _strip_comments(v)
+            k: strip_comments(v)
             for k, v in value.items()
             if not (k.startswith("$") or k == "notes")
         }
     if isinstance(value, list):
-        return [_strip_comments(v) for v in value]
+        return [strip_comments(v) for v in value]
     return value
 
 
@@ -325,7 +256,7 @@ def _non_finite(value: Any, key: str = "") -> tuple[str, str] | None:
     return None
 
 
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -339,10 +270,10 @@ def _read_json(path: Path) -> Any:
         ) from exc
 
 
-def _validate(model: type[_Strict], data: Any, source: str) -> Any:
+def validate_model(model: type[StrictModel], data: Any, source: str) -> Any:
     if not isinstance(data, dict):
         raise CurationError(f"{source}: must hold a JSON object", path=source)
-    data = _strip_comments(data)
+    data = strip_comments(data)
     bad = _non_finite(data)
     if bad:
         raise CurationError(f"{source}: key '{bad[0]}': {bad[1]}", path=source, key=bad[0])
@@ -366,7 +297,7 @@ def _validate(model: type[_Strict], data: Any, source: str) -> Any:
 
 def parse_rules(data: Any, source: str = "<rules>") -> CurationRules:
     """Curation rules from an already-parsed JSON object (``source`` names it in errors)."""
-    rules: CurationRules = _validate(CurationRules, data, source).model_copy(
+    rules: CurationRules = validate_model(CurationRules, data, source).model_copy(
         update={"source": source}
     )
     problem = _check_rules(rules)
@@ -379,27 +310,4 @@ def parse_rules(data: Any, source: str = "<rules>") -> CurationRules:
 def load_rules(path: Path | str | None = None) -> CurationRules:
     """Load and validate ``etc/curation.json`` (or ``path``)."""
     p = Path(path) if path is not None else DEFAULT_ETC_DIR / "curation.json"
-    return parse_rules(_read_json(p), str(p))
-
-
-def parse_mode_config(data: Any, mode: str, source: str = "<mode config>") -> ModeConfig:
-    cfg: ModeConfig = _validate(ModeConfig, data, source).model_copy(update={"source": source})
-    problem = _check_mode_config(cfg, mode)
-    if problem:
-        key, msg = problem
-        raise CurationError(f"{source}: key '{key}': {msg}", path=source, key=key)
-    return cfg
-
-
-def load_mode_config(mode: str, etc_dir: Path | str | None = None) -> ModeConfig:
-    """Load and validate ``<etc_dir>/modes/<mode>-config.json``."""
-    if mode not in MODES:
-        raise CurationError(f"unknown mode {mode!r}; the modes are {', '.join(MODES)}")
-    base = Path(etc_dir) if etc_dir is not None else DEFAULT_ETC_DIR
-    p = base / "modes" / f"{mode}-config.json"
-    return parse_mode_config(_read_json(p), mode, str(p))
-
-
-def load_mode_configs(etc_dir: Path | str | None = None) -> dict[str, ModeConfig]:
-    """Every mode's config, keyed by mode."""
-    return {mode: load_mode_config(mode, etc_dir) for mode in MODES}
+    return parse_rules(read_json(p), str(p))

@@ -121,8 +121,8 @@ def skip_reason(
     """Why a prepared job ends ``skipped`` instead of training, or None. A dataset with
     fewer than ``required`` training samples (``dataset.required_samples``: nothing to
     train on) is skipped even when forced. Otherwise (never when forced) a LoRA needs
-    ``triggers.lora_min_samples``; a full fine-tune of one mode that mode's
-    ``min_samples`` (``mode_minimum(mode)``), of all modes
+    ``triggers.lora_min_samples``; a full fine-tune of one mode that mode's full
+    fine-tune ``min_samples`` (``mode_minimum(mode)``), of all modes
     ``triggers.full_min_samples``."""
     if n_train < required:
         where = (
@@ -147,5 +147,7 @@ def skip_reason(
             n_train, triggers.lora_min_samples, "LoRA (triggers.lora_min_samples)"
         )
     if mode:
-        return minimum_reason(n_train, mode_minimum(mode), f"{mode} mode's min_samples")
+        return minimum_reason(
+            n_train, mode_minimum(mode), f"{mode} mode's full fine-tune (dataset.full.min_samples)"
+        )
     return minimum_reason(n_train, triggers.full_min_samples, "full (triggers.full_min_samples)")

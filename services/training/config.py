@@ -5,29 +5,32 @@ configuration"); the configuration itself, :class:`TrainingConfig` and its secti
 Layers, each overriding the one below (the name is what ``ResolvedConfig.sources`` records):
 
 1. ``default``: the field defaults of :class:`TrainingConfig`;
-2. ``smart``: from the base model's size category (``modelinfo.CATEGORY_DEFAULTS``: learning
-   rate per kind, epochs, LoRA rank with alpha = 2 x rank, batch size, accumulation) and the
-   dataset size (fewer than 100 samples: 2 more epochs; more than 5,000: 1 fewer); a small
-   profile's LoRA (fewer than 300 samples, a model under 2B parameters) takes an optimizer
-   step every 8 samples at 10/3 of the category's LoRA rate for 2 epochs (4 below 100
-   samples): see :data:`SMALL_PROFILE`;
+2. ``smart``: from the base model's size category (``modelinfo.CATEGORY_DEFAULTS``:
+   learning rate per kind, epochs, LoRA rank with alpha = 2 x rank, batch size,
+   accumulation) and the dataset size (fewer than 100 samples: 2 more epochs; more than
+   5,000: 1 fewer); a small profile's LoRA (fewer than 300 samples, a model under 2B
+   parameters) takes an optimizer step every 8 samples at 1e-3 (tiny) or 6.7e-4 (small)
+   for 2 epochs (4 below 100 samples): see :data:`SMALL_PROFILE`;
 3. ``global``: ``etc/fine-tune-config.json``;
-4. ``mode``: ``etc/modes/<mode>-config.json`` when a mode filter is given;
+4. ``mode``: ``etc/modes/<mode>-config.json`` when a mode filter is given. A mode file
+   holds only what is about the mode (``services.curation.config.ModeConfig``, the one
+   schema and loader of mode files): ``learning_rate_scale`` multiplies the rate resolved
+   so far, and warm-up, weight decay, gradient norm, checkpoints and the dataset
+   thresholds; batch, accumulation, rank, epochs and sequence length stay the size
+   category's unless a job or ``training.config`` sets them;
 5. ``preset``: ``quick``, ``balanced`` or ``quality`` when one is given. It sits above the
    files because choosing a preset is a per-job decision, and below the job arguments
    because those name single keys explicitly. Presets are defined in :data:`PRESETS`;
    ``etc/fine-tune-config.json`` may redefine them under ``"presets"``;
 6. ``job``: explicit job arguments (nested ``{"lora": {"r": 8}}`` or dotted ``{"lora.r": 8}``).
 
-A file layer takes its hyperparameters from ``"training"`` and, for a full fine-tune, then
-from ``"training"."full"`` (overrides for full runs: they want a learning rate 10-50x lower
-than LoRA), and its dataset requirements from ``"dataset"``. The evaluation gate's
-settings (``config_model.GateSettings``) sit under ``"training"."gate"``, like ``"lora"``
-(as a job argument: ``gate.min_improvement``). Keys starting with ``$`` and ``notes`` are
-comments. In ``etc/fine-tune-config.json`` any other unknown key is an error; a mode
-file's other top-level sections and unknown ``"dataset"`` keys belong to other components
-and are ignored, but an unknown key under ``"training"`` is an error. Every error is a
-:class:`TrainingConfigError` naming the file (or layer) and the dotted key.
+The global file takes its hyperparameters from ``"training"`` and, for a full fine-tune,
+then from ``"training"."full"`` (overrides for full runs: they want a learning rate 10-50x
+lower than LoRA), and its dataset requirements from ``"dataset"`` (and ``"dataset"."full"``
+for a full run). The evaluation gate's settings (``config_model.GateSettings``) sit under
+``"training"."gate"``, like ``"lora"`` (as a job argument: ``gate.min_improvement``). Keys
+starting with ``$`` and ``notes`` are comments; any other unknown key is an error. Every
+error is a :class:`TrainingConfigError` naming the file (or layer) and the dotted key.
 """
 
 from __future__ import annotations
@@ -56,12 +59,12 @@ MANY_SAMPLES = 5000
 # A LoRA on fewer training samples than this, of a model under 2B parameters, is a small
 # profile's: its facts are few, each told in several memories, and it must learn them in
 # a few epochs. Measured on SmolLM2-135M (bench/fidelity.py): one optimizer step per
-# SMALL_PROFILE_BATCH samples (no accumulation) at the category's LoRA rate x
-# SMALL_PROFILE_LR_FACTOR, for SMALL_PROFILE_EPOCHS epochs (2 more below FEW_SAMPLES).
+# SMALL_PROFILE_BATCH samples (no accumulation) at SMALL_PROFILE_LR (1e-3 on a tiny model),
+# for SMALL_PROFILE_EPOCHS epochs (2 more below FEW_SAMPLES).
 SMALL_PROFILE = 300
 SMALL_PROFILE_CATEGORIES = ("tiny", "small")
 SMALL_PROFILE_BATCH = 8
-SMALL_PROFILE_LR_FACTOR = 10 / 3
+SMALL_PROFILE_LR = {"tiny": 1e-3, "small": 2e-4 * 10 / 3}
 SMALL_PROFILE_EPOCHS = 2
 
 
@@ -194,22 +197,39 @@ def _apply_global(layers: _Layers, path: Path, kind: str) -> dict[str, Any]:
     layers.files["global"] = str(path)
     data = _read_json(path)
     _check_keys(data, {"training", "dataset", "presets"}, str(path))
-    for layer in _file_layers(data, kind, str(path), strict_dataset=True):
+    for layer in _file_layers(data, kind, str(path)):
         layers.apply("global", layer, str(path))
     return data
 
 
 def _apply_mode(layers: _Layers, etc_dir: Path, mode: str, kind: str) -> None:
-    """Apply ``etc/modes/<mode>-config.json``, which must exist."""
+    """Apply ``etc/modes/<mode>-config.json``, which must exist, loaded by the one mode-file
+    loader (``services.curation.config``): its learning-rate scale multiplies the rate
+    resolved so far, its other keys replace theirs, its dataset thresholds (the full
+    fine-tune ones for a full run) set ``dataset``."""
+    from services.curation.config import CurationError
+    from services.curation.mode_config import load_mode_config
+
     if not re.fullmatch(r"[a-z][a-z0-9_-]*", mode):
         raise TrainingConfigError(f"not a mode name: {mode!r}", source="job", key="mode")
     path = etc_dir / "modes" / f"{mode}-config.json"
     if not path.exists():
         raise TrainingConfigError(f"no config for mode {mode!r}", source=str(path))
     layers.files["mode"] = str(path)
-    data = _read_json(path)
-    for layer in _file_layers(data, kind, str(path), strict_dataset=False):
-        layers.apply("mode", layer, str(path))
+    try:
+        cfg = load_mode_config(mode, etc_dir)
+    except CurationError as exc:
+        message = str(exc).removeprefix(f"{path}: ").removeprefix(f"key '{exc.key}': ")
+        raise TrainingConfigError(message, source=str(path), key=exc.key) from exc
+    hyper = cfg.hyperparameters(kind)
+    scale = hyper.pop("learning_rate_scale", None)
+    if scale is not None:
+        hyper["learning_rate"] = min(1.0, layers.merged["learning_rate"] * scale)
+    minimum, recommended = cfg.thresholds(kind)
+    dataset: dict[str, Any] = {"min_samples": minimum, "recommended_samples": recommended}
+    if cfg.dataset.max_samples is not None:
+        dataset["max_samples"] = cfg.dataset.max_samples
+    layers.apply("mode", {**hyper, "dataset": dataset}, str(path))
 
 
 def _apply_preset(layers: _Layers, presets: dict[str, dict[str, Any]], preset: str) -> None:
@@ -226,7 +246,7 @@ def _smart_defaults(info: ModelInfo, kind: str, n_samples: int) -> dict[str, Any
     d = CATEGORY_DEFAULTS[info.category]
     if is_small_profile(info, kind, n_samples):
         return {
-            "learning_rate": d.lora_learning_rate * SMALL_PROFILE_LR_FACTOR,
+            "learning_rate": SMALL_PROFILE_LR[info.category],
             "num_epochs": SMALL_PROFILE_EPOCHS + (2 if n_samples < FEW_SAMPLES else 0),
             "batch_size": SMALL_PROFILE_BATCH,
             "gradient_accumulation_steps": 1,
@@ -253,10 +273,10 @@ def is_small_profile(info: ModelInfo, kind: str, n_samples: int) -> bool:
     )
 
 
-def _file_layers(
-    data: dict[str, Any], kind: str, source: str, *, strict_dataset: bool
-) -> list[dict[str, Any]]:
-    """A file's layer data: its ``training`` keys, its ``full`` overrides, its ``dataset``."""
+def _file_layers(data: dict[str, Any], kind: str, source: str) -> list[dict[str, Any]]:
+    """The global file's layer data: its ``training`` keys, its ``full`` overrides, its
+    ``dataset`` and, for a full run, its ``dataset.full`` (the thresholds of a full
+    fine-tune of all modes)."""
     training = _section(data, "training", source)
     full = _section(training, "full", source, prefix="training.")
     if "lora" in full:
@@ -271,13 +291,16 @@ def _file_layers(
     _validate(_deep_merge(defaults, shared), source, "training.")
     _validate(_deep_merge(defaults, full), source, "training.full.")
     dataset = _section(data, "dataset", source)
+    full_dataset = _section(dataset, "full", source, prefix="dataset.")
+    dataset = {k: v for k, v in dataset.items() if k != "full"}
     known = set(DatasetRequirements.model_fields)
-    if strict_dataset:
-        _check_keys(dataset, known, source, prefix="dataset.")
+    _check_keys(dataset, known, source, prefix="dataset.")
+    _check_keys(full_dataset, known, source, prefix="dataset.full.")
     layers = [
         shared,
         full if kind == "full" else {},
         {"dataset": {k: v for k, v in dataset.items() if k in known}},
+        {"dataset": full_dataset} if kind == "full" else {},
     ]
     return [layer for layer in layers if _flatten(layer)]
 

@@ -82,6 +82,12 @@ class TrainingConfig(_Strict):
     learning_rate: float = Field(default=2e-4, gt=0, le=1)
     lr_scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(default=0.05, ge=0, le=1)
+    warmup_steps: int | None = Field(
+        default=None,
+        ge=0,
+        description="Warm-up in optimizer steps, replacing warmup_ratio when set; at most a "
+        "tenth of the run's steps, so that a short run still trains at its rate.",
+    )
     weight_decay: float = Field(default=0.01, ge=0)
     max_grad_norm: float = Field(default=1.0, gt=0)
     num_epochs: int = Field(default=3, ge=1, le=1000)

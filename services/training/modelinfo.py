@@ -66,12 +66,14 @@ class CategoryDefaults:
     gradient_accumulation_steps: int
 
 
+# Cortex's per-category table (LoRA rate, epochs, rank, micro-batch, accumulation); the
+# full fine-tune rates are this project's (10-50x below LoRA's).
 CATEGORY_DEFAULTS: dict[Category, CategoryDefaults] = {
-    "tiny": CategoryDefaults(3e-4, 5e-5, 3, 8, 8, 2),
-    "small": CategoryDefaults(2e-4, 2e-5, 3, 16, 8, 2),
-    "medium": CategoryDefaults(2e-4, 1e-5, 2, 16, 4, 4),
-    "large": CategoryDefaults(1e-4, 5e-6, 2, 32, 2, 8),
-    "xlarge": CategoryDefaults(1e-4, 2e-6, 1, 64, 1, 16),
+    "tiny": CategoryDefaults(5e-4, 5e-5, 5, 8, 4, 2),
+    "small": CategoryDefaults(3e-4, 2e-5, 4, 16, 2, 4),
+    "medium": CategoryDefaults(1e-4, 1e-5, 3, 16, 1, 8),
+    "large": CategoryDefaults(5e-5, 5e-6, 2, 32, 1, 16),
+    "xlarge": CategoryDefaults(2e-5, 2e-6, 2, 64, 1, 32),
 }
 
 

@@ -26,6 +26,16 @@ from services.training.batching import (
 )
 from services.training.config_model import TrainingConfig
 
+WARMUP_MAX_SHARE = 0.1  # warmup_steps take at most this share of a run's optimizer steps
+
+
+def warmup_steps(cfg: TrainingConfig, total: int) -> int:
+    """The run's warm-up in optimizer steps: ``warmup_steps`` when set (at most
+    :data:`WARMUP_MAX_SHARE` of ``total``), else ``warmup_ratio`` of ``total``."""
+    if cfg.warmup_steps is not None:
+        return min(cfg.warmup_steps, math.floor(WARMUP_MAX_SHARE * total))
+    return math.ceil(cfg.warmup_ratio * total)
+
 
 def lr_lambda(scheduler: str, warmup: int, total: int) -> Callable[[int], float]:
     """The learning rate factor of step ``s`` (0-based): linear warm-up, then the schedule."""

@@ -50,7 +50,7 @@ from services.training.config_model import TrainingConfig
 from services.training.dataset_reader import Selection
 from services.training.inference import pick_device
 from services.training.loss import TokenLoss, eval_loss, packing_works
-from services.training.plan import Plan, lr_lambda
+from services.training.plan import Plan, lr_lambda, warmup_steps
 from services.training.progress import ProgressWriter
 
 log = structlog.get_logger(__name__)
@@ -245,7 +245,7 @@ class FineTuneRecipe:
             ],
             lr=cfg.learning_rate,
         )
-        warmup = math.ceil(cfg.warmup_ratio * self.total)
+        warmup = warmup_steps(cfg, self.total)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.lr_scheduler, warmup, self.total)
         )

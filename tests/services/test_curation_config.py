@@ -57,6 +57,14 @@ def test_load_rules_from_a_path(tmp_path: Path) -> None:
     assert load_rules(str(p)).eval_share == 0.1
 
 
+SPECIFIED = {
+    # mode: (warmup_steps, full min_samples, full recommended_samples)
+    "dual": (150, 3000, 8000),
+    "emulation": (100, 5000, 12000),
+    "agent": (120, 2000, 6000),
+}
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_every_shipped_mode_config_validates(mode: str) -> None:
     cfg = load_mode_config(mode)
@@ -64,24 +72,19 @@ def test_every_shipped_mode_config_validates(mode: str) -> None:
     assert cfg.source == str(ETC / "modes" / f"{mode}-config.json")
     d = cfg.dataset
     assert 0 < d.min_samples <= d.recommended_samples <= (d.max_samples or d.recommended_samples)
+    warmup, full_min, full_recommended = SPECIFIED[mode]
+    # MetaHuman's full fine-tune thresholds, apart from the LoRA ones.
+    assert cfg.thresholds("full") == (full_min, full_recommended)
+    assert cfg.thresholds("lora") == (d.min_samples, d.recommended_samples)
+    assert cfg.thresholds("lora")[0] < full_min
     lora = cfg.hyperparameters("lora")
     full = cfg.hyperparameters("full")
-    for key in (
-        "learning_rate",
-        "warmup_ratio",
-        "weight_decay",
-        "max_grad_norm",
-        "num_epochs",
-        "batch_size",
-        "gradient_accumulation_steps",
-        "max_seq_length",
-    ):
+    assert lora["warmup_steps"] == warmup
+    for key in ("learning_rate_scale", "weight_decay", "max_grad_norm", "save_total_limit"):
         assert key in lora and key in full
-    assert set(lora["lora"]) == {"r", "alpha", "dropout", "target_modules"}
-    assert "lora" not in full
-    # A full fine-tune wants a much lower learning rate than an adapter.
-    assert full["learning_rate"] < lora["learning_rate"] / 10
-    # Plain JSON types for the training worker.
+    # Only what is about the mode: the size category's keys are not there.
+    for key in ("learning_rate", "batch_size", "gradient_accumulation_steps", "lora"):
+        assert key not in lora and key not in full
     json.dumps(lora)
 
 
@@ -215,16 +218,16 @@ def _mode_etc(tmp_path: Path, mode: str, change: str, value: Any) -> Path:
 @pytest.mark.parametrize(
     ("change", "value", "key", "message"),
     [
-        ("training.lora.r", 0, "training.lora.r", "greater than or equal to 1"),
-        ("training.lora.target_modules", "q_proj", "training.lora.target_modules", "all-linear"),
-        ("training.lora.target_modules", [], "training.lora.target_modules", "non-empty"),
-        ("training.learning_rate", 0, "training.learning_rate", "greater than 0"),
+        ("training.learning_rate_scale", 0, "training.learning_rate_scale", "greater than 0"),
         ("training.lerning_rate", 1e-4, "training.lerning_rate", "unknown key"),
-        ("training.num_epochs", 1.5, "training.num_epochs", "valid integer"),
-        ("training.full.learning_rate", -1, "training.full.learning_rate", "greater than 0"),
-        ("training.full.lora", {}, "training.full.lora", "unknown key"),
-        ("training.max_seq_length", 16, "training.max_seq_length", "64"),
-        ("training.lora", _DELETE, "training.lora", "missing"),
+        ("training.warmup_steps", 1.5, "training.warmup_steps", "valid integer"),
+        ("training.full.max_grad_norm", -1, "training.full.max_grad_norm", "greater than 0"),
+        ("training.save_total_limit", 0, "training.save_total_limit", "greater than or equal"),
+        ("training.batch_size", 4, "training.batch_size", "size category"),
+        ("training.lora", {"r": 8}, "training.lora", "size category"),
+        ("training.full.learning_rate", 1e-5, "training.full.learning_rate", "learning_rate_scale"),
+        ("dataset.full.recommended_samples", 1, "dataset.full.recommended_samples", "below"),
+        ("dataset.min_samples", _DELETE, "dataset.min_samples", "missing"),
         ("mode", "agent", "mode", "the config of mode 'dual'"),
         ("dataset.recommended_samples", 10, "dataset.recommended_samples", "below min_samples"),
         ("dataset.max_samples", 100, "dataset.max_samples", "below recommended_samples"),
@@ -248,7 +251,8 @@ def test_mode_config_max_samples_may_be_null(tmp_path: Path) -> None:
     assert load_mode_config("agent", etc).dataset.max_samples is None
 
 
-def test_mode_config_target_modules_as_a_list(tmp_path: Path) -> None:
-    etc = _mode_etc(tmp_path, "agent", "training.lora.target_modules", ["q_proj", "v_proj"])
-    hp = load_mode_config("agent", etc).hyperparameters("lora")
-    assert hp["lora"]["target_modules"] == ["q_proj", "v_proj"]
+def test_a_key_the_resolver_accepts_is_accepted_by_curation(tmp_path: Path) -> None:
+    # One schema and one loader: save_total_limit (MetaHuman's mode configs document it)
+    # is read by curation, the dataset build and the training configuration alike.
+    etc = _mode_etc(tmp_path, "agent", "training.save_total_limit", 5)
+    assert load_mode_config("agent", etc).hyperparameters("lora")["save_total_limit"] == 5

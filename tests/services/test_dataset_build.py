@@ -268,6 +268,12 @@ def test_full_build(tmp_path: Path) -> None:
     assert metrics["modes"]["emulation"]["count"] == 4
     assert metrics["filler_share"] == 0.125
     assert "dual: 2 samples, below min_samples 300 (recommended 3000)" in metrics["warnings"]
+    # Token statistics of the rendered lines (no tokenizer given: the estimate, said so).
+    tokens = metrics["tokens"]
+    assert tokens["tokenizer"] == "estimate (words x 4/3)" and tokens["samples"] == 8
+    assert 0 < tokens["min"] <= tokens["avg"] <= tokens["max"]
+    assert tokens["prose_outside"] == 1  # the one short prose chunk
+    assert any("prose chunk(s) outside 700-2000 tokens" in w for w in metrics["warnings"])
 
 
 @pytest.mark.parametrize("family", ["qwen", "llama", "phi"])

@@ -134,7 +134,12 @@ def _mode_minimum(mode: str) -> int:
         ("lora", None, 9, "below the LoRA (triggers.lora_min_samples) minimum of 10"),
         ("lora", None, 10, None),
         ("lora", "dual", 9, "below the LoRA (triggers.lora_min_samples) minimum of 10"),
-        ("full", "dual", 29, "below the dual mode's min_samples minimum of 30"),
+        (
+            "full",
+            "dual",
+            29,
+            "below the dual mode's full fine-tune (dataset.full.min_samples) minimum of 30",
+        ),
         ("full", "emulation", 20, None),
         ("full", None, 99, "below the full (triggers.full_min_samples) minimum of 100"),
         ("full", None, 100, None),

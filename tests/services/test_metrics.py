@@ -60,11 +60,36 @@ def test_a_bad_set() -> None:
         "agent": {"count": 1, "share": 0.1},
     }
     ind = m["indicators"]
-    assert ind["avg_assistant_words"] == {"value": 60.2, "target": "25-40 words", "good": False}
-    assert ind["short_share"] == {"value": 0.4, "target": "> 0.8", "good": False}
-    assert ind["filler_share"] == {"value": 0.1, "target": "< 0.02", "good": False}
-    # agent at exactly 10% is not above 10%.
-    assert ind["mode_balance"]["good"] is False
+    assert ind["avg_assistant_words"] == {
+        "value": 60.2,
+        "target": "25-40 words",
+        "bad": "> 60 words",
+        "tier": "bad",
+        "good": False,
+    }
+    assert ind["short_share"] == {
+        "value": 0.4,
+        "target": "> 0.8",
+        "bad": "< 0.6",
+        "tier": "bad",
+        "good": False,
+    }
+    assert ind["filler_share"] == {
+        "value": 0.1,
+        "target": "< 0.02",
+        "bad": "> 0.05",
+        "tier": "bad",
+        "good": False,
+    }
+    assert ind["long_share"] == {
+        "value": 0.2,
+        "target": "0.05-0.1",
+        "bad": None,
+        "tier": "fair",
+        "good": False,
+    }
+    # agent at exactly 10% is not above 10% (not good), nor below 5% (not bad): fair.
+    assert (ind["mode_balance"]["good"], ind["mode_balance"]["tier"]) == (False, "fair")
     assert ind["mode_balance"]["value"] == {"dual": 0.4, "emulation": 0.5, "agent": 0.1}
     w = m["warnings"]
     assert "dual: 4 samples, below min_samples 300 (recommended 3000)" in w
@@ -88,7 +113,15 @@ def test_a_good_set() -> None:
     m = dataset_metrics(samples, configs)
     assert m["avg_assistant_words"] == 31.3
     assert (m["short_share"], m["long_share"], m["filler_share"]) == (1.0, 0.0, 0.0)
-    assert all(v["good"] for v in m["indicators"].values())
+    tiers = {k: v["tier"] for k, v in m["indicators"].items()}
+    # No long answers at all: the long share (5-10% is good) is only fair.
+    assert tiers == {
+        "avg_assistant_words": "good",
+        "short_share": "good",
+        "filler_share": "good",
+        "long_share": "fair",
+        "mode_balance": "good",
+    }
     # dual 4 >= recommended 4: nothing; emulation 3 < min 4; agent 3 >= recommended 3.
     assert m["warnings"] == ["emulation: 3 samples, below min_samples 4 (recommended 8)"]
 
@@ -102,15 +135,27 @@ def test_recommended_warning_and_absent_modes() -> None:
     assert m["indicators"]["mode_balance"] == {
         "value": {"dual": 1.0},
         "target": "every present mode > 0.1",
+        "bad": "any present mode < 0.05",
+        "tier": "good",
         "good": True,
     }
+
+
+def test_fair_and_bad_tiers_between_the_limits() -> None:
+    # 50 words: above the good 25-40, not above the bad 60; 1 agent in 25 is 4%: bad.
+    samples = [_sample(i, "emulation", 50) for i in range(24)] + [_sample(99, "agent", 50)]
+    ind = dataset_metrics(samples, None)["indicators"]
+    assert ind["avg_assistant_words"]["tier"] == "fair"
+    assert ind["short_share"]["tier"] == "bad"  # no answer of 40 words or fewer
+    assert ind["mode_balance"]["tier"] == "bad"
+    assert ind["filler_share"]["tier"] == "good"
 
 
 def test_empty_set() -> None:
     m = dataset_metrics([], None)
     assert m["total"] == 0
     assert m["avg_assistant_words"] == 0.0
-    assert all(v["good"] is None for v in m["indicators"].values())
+    assert all(v["good"] is None and v["tier"] is None for v in m["indicators"].values())
     assert m["warnings"] == ["the dataset is empty: no sample is eligible"]
 
 

@@ -21,9 +21,10 @@ from services.training.batching import (
     split_step,
 )
 from services.training.checkpoints import Checkpoints
+from services.training.config_model import TrainingConfig
 from services.training.dataset_reader import Record
 from services.training.loss import TokenLoss, packing_works
-from services.training.plan import lr_lambda
+from services.training.plan import lr_lambda, warmup_steps
 from tests.services.training.training_helpers import conversation, render
 
 
@@ -172,6 +173,15 @@ def test_learning_rate_schedules() -> None:
     linear = lr_lambda("linear", 0, 4)
     assert [linear(s) for s in range(4)] == [1.0, 0.75, 0.5, 0.25]
     assert lr_lambda("constant", 0, 4)(3) == 1.0
+
+
+def test_warmup_steps_replace_the_ratio_and_leave_a_short_run_its_rate() -> None:
+    ratio = TrainingConfig(warmup_ratio=0.05)
+    steps = TrainingConfig(warmup_ratio=0.05, warmup_steps=150)
+    assert warmup_steps(ratio, 1000) == 50
+    assert warmup_steps(steps, 3000) == 150  # a long run: the mode's 150 steps
+    assert warmup_steps(steps, 400) == 40  # at most a tenth of the run
+    assert warmup_steps(steps, 9) == 0
 
 
 def test_checkpoint_limit_keeps_the_best(tiny_lm: Any, tmp_path: Path) -> None:

@@ -23,6 +23,15 @@ def write_json(path: Path, data: Any) -> Path:
     return path
 
 
+def mode_file(mode: str, training: dict[str, Any], **dataset: Any) -> dict[str, Any]:
+    """A mode file (the one schema: services.curation.config.ModeConfig)."""
+    return {
+        "mode": mode,
+        "dataset": {"min_samples": 300, "recommended_samples": 3000, **dataset},
+        "training": training,
+    }
+
+
 @pytest.fixture
 def tiny_base(tmp_path: Path) -> Path:
     return header_only_model(tmp_path / "tiny", 135_000_000)
@@ -54,7 +63,7 @@ def test_each_layer_overrides_the_one_below_and_provenance_is_recorded(
     )
     write_json(
         etc / "modes" / "dual-config.json",
-        {"mode": "dual", "training": {"learning_rate": 3e-4, "num_epochs": 6}},
+        mode_file("dual", {"learning_rate_scale": 3, "warmup_steps": 7}),
     )
     r = resolve(tiny_base, etc, mode="dual", preset="quick", job_args={"lora.r": 2})
     c = r.config
@@ -62,7 +71,9 @@ def test_each_layer_overrides_the_one_below_and_provenance_is_recorded(
     assert (c.save_steps, r.sources["save_steps"]) == (TrainingConfig().save_steps, "default")
     assert (c.batch_size, r.sources["batch_size"]) == (tiny.batch_size, "smart")
     assert (c.max_seq_length, r.sources["max_seq_length"]) == (1024, "preset")
-    assert (c.learning_rate, r.sources["learning_rate"]) == (3e-4, "mode")
+    # The mode scales the rate resolved below it (the global file's 1e-4).
+    assert (c.learning_rate, r.sources["learning_rate"]) == (pytest.approx(3e-4), "mode")
+    assert (c.warmup_steps, r.sources["warmup_steps"]) == (7, "mode")
     assert (c.num_epochs, r.sources["num_epochs"]) == (1, "preset")
     assert (c.lora.r, r.sources["lora.r"]) == (2, "job")
     assert (c.lora.alpha, r.sources["lora.alpha"]) == (16, "preset")
@@ -87,7 +98,7 @@ def test_a_job_argument_beats_every_layer(tmp_path: Path, tiny_base: Path) -> No
             "presets": {"quick": {"warmup_ratio": 0.2}},
         },
     )
-    write_json(etc / "modes" / "agent-config.json", {"training": {"warmup_ratio": 0.3}})
+    write_json(etc / "modes" / "agent-config.json", mode_file("agent", {"warmup_ratio": 0.3}))
     r = resolve(tiny_base, etc, mode="agent", preset="quick", job_args={"warmup_ratio": 0.4})
     assert (r.config.warmup_ratio, r.sources["warmup_ratio"]) == (0.4, "job")
     r = resolve(tiny_base, etc, mode="agent", preset="quick")
@@ -98,12 +109,30 @@ def test_full_runs_take_the_files_full_overrides(tmp_path: Path, tiny_base: Path
     etc = tmp_path / "etc"
     write_json(
         etc / "modes" / "emulation-config.json",
-        {"training": {"learning_rate": 2e-4, "full": {"learning_rate": 5e-6}}},
+        mode_file(
+            "emulation",
+            {"learning_rate_scale": 0.5, "save_total_limit": 4, "full": {"learning_rate_scale": 2}},
+            full={"min_samples": 5000, "recommended_samples": 12000},
+        ),
     )
     lora = resolve(tiny_base, etc, mode="emulation", kind="lora")
     full = resolve(tiny_base, etc, mode="emulation", kind="full")
-    assert lora.config.learning_rate == 2e-4
-    assert (full.config.learning_rate, full.sources["learning_rate"]) == (5e-6, "mode")
+    tiny = CATEGORY_DEFAULTS["tiny"]
+    assert lora.config.learning_rate == pytest.approx(tiny.lora_learning_rate * 0.5)
+    assert (full.config.learning_rate, full.sources["learning_rate"]) == (
+        pytest.approx(tiny.full_learning_rate * 2),
+        "mode",
+    )
+    assert lora.config.save_total_limit == full.config.save_total_limit == 4
+    # The full fine-tune thresholds apply to full runs, the LoRA ones to LoRA runs.
+    assert (lora.config.dataset.min_samples, lora.config.dataset.recommended_samples) == (
+        300,
+        3000,
+    )
+    assert (full.config.dataset.min_samples, full.config.dataset.recommended_samples) == (
+        5000,
+        12000,
+    )
 
 
 @pytest.mark.parametrize(
@@ -135,8 +164,14 @@ def test_a_small_profiles_lora_steps_often_at_a_higher_rate(
 ) -> None:
     tiny = CATEGORY_DEFAULTS["tiny"]
     small = resolve(tiny_base, tmp_path / "no-etc", n_samples=150)
-    assert small.config.learning_rate == pytest.approx(tiny.lora_learning_rate * 10 / 3)
+    # As measured on SmolLM2-135M: a step every 8 samples at 1e-3, 2 epochs.
+    assert small.config.learning_rate == pytest.approx(1e-3)
     assert (small.config.batch_size, small.config.gradient_accumulation_steps) == (8, 1)
+    assert small.config.num_epochs == SMALL_PROFILE_EPOCHS
+    # With the shipped files and an emulation filter it still is (the mode's scale is 1).
+    shipped = resolve(tiny_base, REPO / "etc", n_samples=150, mode="emulation")
+    assert shipped.config.learning_rate == pytest.approx(1e-3)
+    assert (shipped.config.batch_size, shipped.config.gradient_accumulation_steps) == (8, 1)
     big = resolve(tiny_base, tmp_path / "no-etc", n_samples=300)
     assert big.config.learning_rate == tiny.lora_learning_rate
     assert big.config.gradient_accumulation_steps == tiny.gradient_accumulation_steps
@@ -175,27 +210,78 @@ def test_config_json_is_written_and_reads_back(tmp_path: Path, tiny_base: Path) 
 def test_the_shipped_configs_resolve(tiny_base: Path, mode: str, kind: str) -> None:
     r = resolve(tiny_base, REPO / "etc", mode=mode, kind=kind)
     shipped = json.loads((REPO / "etc" / "modes" / f"{mode}-config.json").read_text())
-    expected_lr = shipped["training"]["learning_rate"]
+    scale = shipped["training"]["learning_rate_scale"]
     if kind == "full":
-        expected_lr = shipped["training"].get("full", {}).get("learning_rate", expected_lr)
-    assert r.config.learning_rate == expected_lr
+        scale = shipped["training"].get("full", {}).get("learning_rate_scale", scale)
+    d = CATEGORY_DEFAULTS["tiny"]
+    category_lr = d.full_learning_rate if kind == "full" else d.lora_learning_rate
+    assert r.config.learning_rate == pytest.approx(category_lr * scale)
     assert r.sources["learning_rate"] == "mode"
     assert r.sources["lr_scheduler"] == "global"
+    assert r.config.warmup_steps == shipped["training"]["warmup_steps"]
+    # Batch, accumulation and rank stay the size category's.
+    for key in ("batch_size", "gradient_accumulation_steps", "lora.r", "num_epochs"):
+        assert r.sources[key] == "smart", key
 
 
-def test_a_mode_file_may_hold_sections_of_other_components(tmp_path: Path, tiny_base: Path) -> None:
-    etc = tmp_path / "etc"
-    write_json(
-        etc / "modes" / "dual-config.json",
-        {
-            "mode": "dual",
-            "notes": ["x"],
-            "curation": {"anything": 1},
-            "dataset": {"min_samples": 300, "replay_share": 0.2},
-            "training": {"num_epochs": 2},
-        },
+SIZES = [
+    # (parameters, category)
+    (500_000_000, "small"),
+    (7_000_000_000, "medium"),
+    (13_000_000_000, "large"),
+    (34_000_000_000, "xlarge"),
+    (70_000_000_000, "xlarge"),
+]
+
+
+@pytest.mark.parametrize(("params", "category"), SIZES)
+@pytest.mark.parametrize("mode", [None, "dual", "emulation", "agent"])
+def test_the_size_category_sets_batch_and_rank_for_every_mode(
+    tmp_path: Path, params: int, category: str, mode: str | None
+) -> None:
+    base = header_only_model(tmp_path / f"m{params}", params)
+    d = CATEGORY_DEFAULTS[category]  # type: ignore[index]
+    r = resolve(base, REPO / "etc", mode=mode)
+    c = r.config
+    assert r.model.category == category
+    assert (c.batch_size, c.gradient_accumulation_steps) == (
+        d.batch_size,
+        d.gradient_accumulation_steps,
     )
+    assert (c.lora.r, c.lora.alpha) == (d.lora_r, 2 * d.lora_r)
+    assert c.num_epochs == d.num_epochs
+    scale = 1.0
+    if mode is not None:
+        shipped = json.loads((REPO / "etc" / "modes" / f"{mode}-config.json").read_text())
+        scale = shipped["training"]["learning_rate_scale"]
+    assert c.learning_rate == pytest.approx(d.lora_learning_rate * scale)
+    # A user's explicit setting still wins (training.config or --set: the job layer).
+    mine = resolve(base, REPO / "etc", mode=mode, job_args={"batch_size": 3, "lora.r": 4})
+    assert (mine.config.batch_size, mine.config.lora.r) == (3, 4)
+    assert mine.sources["batch_size"] == mine.sources["lora.r"] == "job"
+
+
+def test_cortex_table_for_medium_and_xlarge(tmp_path: Path) -> None:
+    medium = resolve(header_only_model(tmp_path / "m", 7_000_000_000), REPO / "etc")
+    xlarge = resolve(header_only_model(tmp_path / "x", 70_000_000_000), REPO / "etc", mode="dual")
+    assert (medium.config.learning_rate, medium.config.lora.r) == (1e-4, 16)
+    assert (xlarge.config.learning_rate, xlarge.config.lora.r) == (pytest.approx(2e-5 * 0.75), 64)
+    assert (xlarge.config.batch_size, xlarge.config.gradient_accumulation_steps) == (1, 32)
+
+
+def test_a_mode_file_is_one_schema(tmp_path: Path, tiny_base: Path) -> None:
+    etc = tmp_path / "etc"
+    path = write_json(
+        etc / "modes" / "dual-config.json",
+        {**mode_file("dual", {"save_total_limit": 5}), "curation": {"anything": 1}},
+    )
+    # A section curation does not know is refused by the resolver too.
+    with pytest.raises(TrainingConfigError) as err:
+        resolve(tiny_base, etc, mode="dual")
+    assert (err.value.source, err.value.key) == (str(path), "curation")
+    write_json(path, mode_file("dual", {"save_total_limit": 5}))
     r = resolve(tiny_base, etc, mode="dual")
+    assert (r.config.save_total_limit, r.sources["save_total_limit"]) == (5, "mode")
     assert (r.config.dataset.min_samples, r.sources["dataset.min_samples"]) == (300, "mode")
 
 
@@ -210,18 +296,19 @@ BAD_FILES = [
         {"presets": {"quick": {"num_epochs": 0}}},
         "presets.quick.num_epochs",
     ),
-    ("modes/dual-config.json", {"training": {"lora": {"dropout": 1.5}}}, "training.lora.dropout"),
-    ("modes/dual-config.json", {"training": {"full": {"lora": {"r": 4}}}}, "training.full.lora"),
+    ("fine-tune-config.json", {"dataset": {"full": {"min_sample": 1}}}, "dataset.full.min_sample"),
+    ("modes/dual-config.json", mode_file("dual", {"lora": {"r": 4}}), "training.lora"),
+    ("modes/dual-config.json", mode_file("dual", {"batch_size": 4}), "training.batch_size"),
     (
         "modes/dual-config.json",
-        {"training": {"full": {"warmup_ratio": -1}}},
+        mode_file("dual", {"full": {"warmup_ratio": -1}}),
         "training.full.warmup_ratio",
     ),
-    ("modes/dual-config.json", {"training": {"max_seq_length": 16}}, "training.max_seq_length"),
+    ("modes/dual-config.json", mode_file("dual", {"warmup_steps": -1}), "training.warmup_steps"),
     (
         "modes/dual-config.json",
-        {"training": {"lora": {"target_modules": []}}},
-        "training.lora.target_modules",
+        mode_file("dual", {"learning_rate_scale": 0}),
+        "training.learning_rate_scale",
     ),
 ]
 
