@@ -20,7 +20,7 @@ from daemon.runtime import Runtime
 from daemon.version_eval import EvalChildren, EvalRun, prepare_eval, run_eval
 from services.ask import AskConfig, AskError
 from services.ask import ask as answer_question
-from services.fidelity.summary import run_fidelity, version_fidelity
+from services.fidelity.summary import judge_summary, run_fidelity, version_fidelity
 from services.index import VectorIndexError
 from services.ledger import Ledger
 from services.profile_names import RULE, is_valid_profile_name
@@ -434,12 +434,16 @@ class Commands:
 
         run = await self._run(prepare)
         await self._run(self.rt.generation_pool.release)  # the child needs their memory
-        fidelity = await self._run(lambda: run_eval(self.rt.settings, run, self._eval_children))
+        done = await self._run(lambda: run_eval(self.rt.settings, run, self._eval_children))
+        fidelity, judged = done["fidelity"], done["fidelity_judge"]
         summary = version_fidelity({"fidelity": fidelity}) or {}
-        return {
+        result = {
             "profile": profile,
             "version": f"v{run.version}",
             "run_dir": str(run.run_dir),
             "fidelity": {k: v for k, v in summary.items() if k != "passed"},
             "check": {"passed": fidelity.get("passed"), "summary": fidelity.get("summary")},
         }
+        if judged is not None:
+            result["judge"] = judge_summary(judged)
+        return result

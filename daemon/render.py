@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from services.fidelity.summary import describe
+from services.fidelity.summary import describe, describe_judge
 
 console = Console(highlight=False)
 
@@ -239,7 +239,8 @@ def ask(result: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def evaluated(result: dict[str, Any], args: argparse.Namespace) -> None:
-    """``eval``: one line per model (the base, then the version), the check, the run dir."""
+    """``eval``: one line per model (the base, then the version), the check, the LLM
+    judge's line (when ``eval.judge_model`` is set), the run dir."""
     fidelity = result.get("fidelity") or {}
     probes = fidelity.get("probes")
     console.print(
@@ -253,6 +254,9 @@ def evaluated(result: dict[str, Any], args: argparse.Namespace) -> None:
     if check.get("summary"):
         mark = "[green]ok[/green]" if check.get("passed") else "[yellow]below the base[/yellow]"
         console.print(f"  {mark} {escape(str(check['summary']))}", markup=True)
+    judged = describe_judge(result.get("judge"), ("base", str(result["version"])))
+    if judged:
+        console.print(f"  {judged}", markup=False)
     console.print(f"  run dir {result['run_dir']}", markup=False)
 
 

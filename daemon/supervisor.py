@@ -25,6 +25,7 @@ import structlog
 from daemon.child import MemoryLimit, Outcome, TimeLimit, TrainingChild, classify_exit
 from services.curation import load_mode_config, load_rules
 from services.errors import PersonadError
+from services.fidelity.judge import judge_config
 from services.ledger import Job, Ledger, LedgerError
 from services.lifecycle import JobPlan, ProfileHistory, judge, plan_full, plan_lora, skip_reason
 from services.publish.local import LocalRegistry
@@ -297,6 +298,7 @@ class Supervisor:
                 python=self._python(),
                 reference_model=ref_model or None,
                 reference_adapter=ref_adapter,
+                judge=judge_config(s.eval.judge_model, s.ollama.url, s.eval.judge_timeout_s),
             )
 
         def save_progress() -> None:

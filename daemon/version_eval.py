@@ -18,6 +18,7 @@ from services.curation import Sample
 from services.dataset_build import SCHEMA_APPLIED, select_samples
 from services.durable import write_bytes, write_jsonl, write_text
 from services.errors import PersonadError
+from services.fidelity.judge import judge_config
 from services.ledger import Ledger
 from services.publish import PublishError
 from services.publish.local import LocalRegistry
@@ -30,6 +31,7 @@ from services.run_prep import (
     own_probes,
 )
 from services.settings import Settings
+from services.training.command import judge_argv
 from services.training.config_model import GateSettings
 
 
@@ -123,7 +125,8 @@ def prepare_eval(
 
 
 def run_eval(settings: Settings, run: EvalRun, children: EvalChildren) -> dict[str, Any]:
-    """The child's ``fidelity``; ``eval_failed`` with its error line when it fails."""
+    """The child's result, ``{"fidelity", "fidelity_judge"}`` (the judge's record, null
+    without ``eval.judge_model``); ``eval_failed`` with its error line when it fails."""
     s = settings
     argv = [
         s.training.python or sys.executable,
@@ -144,6 +147,7 @@ def run_eval(settings: Settings, run: EvalRun, children: EvalChildren) -> dict[s
     ]
     if run.adapter is not None:
         argv += ["--adapter", str(run.adapter)]
+    argv += judge_argv(judge_config(s.eval.judge_model, s.ollama.url, s.eval.judge_timeout_s))
     timeout = s.ask.timeout_s * 4
     with subprocess.Popen(
         argv,
@@ -177,7 +181,8 @@ def run_eval(settings: Settings, run: EvalRun, children: EvalChildren) -> dict[s
     fidelity = out.get("fidelity")
     if not isinstance(fidelity, dict):
         raise CommandError("eval_failed", "the evaluation printed no fidelity")
-    return fidelity
+    judged = out.get("fidelity_judge")
+    return {"fidelity": fidelity, "fidelity_judge": judged if isinstance(judged, dict) else None}
 
 
 def probe_limit(config: dict[str, Any]) -> int:

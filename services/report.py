@@ -3,7 +3,8 @@
 ``write_report(run_dir)`` reads ``progress.jsonl``, ``run-summary.json`` and
 ``eval.json`` and writes ``report.png`` (training loss and eval loss by step, and beside
 them the persona fidelity of the reference and the candidate when the gate measured it) and
-``report.md`` next to them (or to ``out``).
+``report.md`` next to them (or to ``out``), which also gives the LLM judge's figures when
+one judged the run (``eval.json``'s ``fidelity_judge``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 from services.durable import write_text
 from services.errors import PersonadError
-from services.fidelity.summary import describe, version_fidelity
+from services.fidelity.summary import describe, describe_judge, judge_summary, version_fidelity
 
 
 class ReportError(PersonadError):
@@ -215,6 +216,14 @@ def summarize(
         lines.append(f"- probes: {fidelity.get('probes')}; check {check}")
     else:
         lines.append("- not measured")
+    judged = evaluation.get("fidelity_judge")
+    if isinstance(judged, dict):
+        summary = judge_summary(judged)
+        against = summary.get("against")
+        reference = f"reference ({against})" if against else "reference"
+        lines.append(
+            f"- {describe_judge(summary, (reference, 'candidate'))} (not part of the verdict)"
+        )
     lines += ["", "## Published", "", f"- {published or 'not published'}", ""]
     return "\n".join(lines)
 

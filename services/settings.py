@@ -251,6 +251,19 @@ class AskSettings(_Section):
     )
 
 
+class EvalSettings(_Section):
+    judge_model: str | None = Field(
+        None,
+        description="An Ollama model that also judges persona fidelity (persona match 1-10, "
+        "the candidate against its reference with positions swapped), recorded apart and "
+        "never part of the verdict; on the server ollama.url (unset: Ollama's default "
+        "address). Unset or empty: no judge.",
+    )
+    judge_timeout_s: float = Field(
+        120.0, gt=0, description="Seconds one question to the judge model may take."
+    )
+
+
 class Settings(BaseSettings):
     """personad's settings. Keys are the outside contract (docs/ARCHITECTURE.md, "Settings")."""
 
@@ -285,6 +298,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = Field(default_factory=TrainingSettings)  # type: ignore[arg-type]
     triggers: TriggerSettings = Field(default_factory=TriggerSettings)  # type: ignore[arg-type]
     ask: AskSettings = Field(default_factory=AskSettings)  # type: ignore[arg-type]
+    eval: EvalSettings = Field(default_factory=EvalSettings)  # type: ignore[arg-type]
 
     # Where the settings came from (not a setting): shown by `status`.
     config_file: Path | None = Field(None, exclude=True, description="The TOML file read.")

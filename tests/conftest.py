@@ -91,6 +91,7 @@ SLOW = (
     "*/test_supervisor.py::test_real_lora_training_of_a_tiny_model",
     # tests/services
     "*/test_eval_gate.py::*",
+    "*/test_gate_judge.py::*",
     "*/test_training_child.py::*",
     "*/test_generation.py::test_the_cli_*",
     "*/test_generation.py::test_no_repeat_ngram_*",

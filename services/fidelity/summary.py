@@ -1,5 +1,6 @@
 """A version's fidelity in a few numbers, from its gate verdict (``eval.json``'s
-``"fidelity"``), for ``status``, ``versions`` and run reports."""
+``"fidelity"``), for ``status``, ``versions`` and run reports; and the LLM judge's record
+(``"fidelity_judge"``) in a few numbers and one line."""
 
 from __future__ import annotations
 
@@ -89,3 +90,70 @@ def run_fidelity(run_dir: str | Path | None) -> dict[str, Any] | None:
 @functools.lru_cache(maxsize=256)
 def _read_fidelity(path: str, stamp: int) -> dict[str, Any] | None:
     return version_fidelity(read_object(Path(path)))
+
+
+PAIRWISE = ("candidate", "reference", "tie", "disagreed", "unparsable")
+
+
+def judge_summary(record: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"model", "against", "error", "match": {setting: {"reference", "candidate"}: mean
+    score}, "pairwise": {"candidate", "reference", "tie", "disagreed", "unparsable",
+    "candidate_share"}}`` of a judge's record (``services.fidelity.judge``), the pairs
+    counted over both settings."""
+    settings = record.get("settings") or {}
+    match = {
+        s: {
+            m: ((v.get("match") or {}).get(m) or {}).get("mean") for m in ("reference", "candidate")
+        }
+        for s, v in settings.items()
+    }
+    totals = {k: 0 for k in PAIRWISE}
+    for values in settings.values():
+        for k in PAIRWISE:
+            totals[k] += int((values.get("pairwise") or {}).get(k) or 0)
+    judged = totals["candidate"] + totals["reference"] + totals["tie"]
+    share = (totals["candidate"] + totals["tie"] / 2) / judged if judged else None
+    return {
+        "model": record.get("model"),
+        "against": record.get("against"),
+        "error": record.get("error"),
+        "match": match,
+        "pairwise": {**totals, "candidate_share": share},
+    }
+
+
+def describe_judge(
+    summary: Mapping[str, Any] | None, labels: tuple[str, str] = ("reference", "candidate")
+) -> str | None:
+    """One line for people (of :func:`judge_summary`), e.g. ``judge qwen2.5:7b: persona
+    match reference 4.5 -> candidate 7.0 of 10 (with memories 6.0 -> 8.5); preferred:
+    candidate 5, reference 1, tie 2 (1 where the orders disagreed)``; None without one."""
+    if not summary:
+        return None
+    head = f"judge {summary.get('model')}"
+    if summary.get("error"):
+        return f"{head}: not judged: {summary['error']}"
+    ref, cand = labels
+    match = summary.get("match") or {}
+
+    def score(setting: str, model: str) -> str:
+        mean = (match.get(setting) or {}).get(model)
+        return "-" if mean is None else f"{mean:.1f}"
+
+    line = (
+        f"{head}: persona match {ref} {score('without_retrieval', 'reference')} -> "
+        f"{cand} {score('without_retrieval', 'candidate')} of 10"
+    )
+    if "with_retrieval" in match:
+        line += (
+            f" (with memories {score('with_retrieval', 'reference')} -> "
+            f"{score('with_retrieval', 'candidate')})"
+        )
+    pairs = summary.get("pairwise") or {}
+    line += (
+        f"; preferred: {cand} {pairs.get('candidate', 0)}, {ref} {pairs.get('reference', 0)}, "
+        f"tie {pairs.get('tie', 0)} ({pairs.get('disagreed', 0)} where the orders disagreed)"
+    )
+    if pairs.get("unparsable"):
+        line += f", {pairs['unparsable']} unparsable"
+    return line

@@ -5,6 +5,7 @@
     python -m services.training --run-dir DIR --kind lora|full --base SPEC --cache-dir DIR
         [--config FILE] [--progress-fd N] [--merge] [--device auto|cpu|cuda] [--threads N]
         [--reference-model SPEC_OR_DIR [--reference-adapter DIR]]
+        [--judge-model NAME [--judge-host URL] [--judge-timeout S]]
 
 ``--run-dir``    holds ``fine_tune_dataset.jsonl``; receives ``progress.jsonl``, ``train.log``,
                  ``checkpoints/`` and the artifact (``adapter/`` or ``model/``).
@@ -23,6 +24,10 @@
 ``--reference-model`` the model the evaluation gate compares the candidate with, normally the
                  active one: a base spec or a full model directory; ``--reference-adapter``
                  a LoRA adapter on it. Default: the base model the run trained from.
+``--judge-model`` an Ollama model that also judges the gate's fidelity answers, at
+                 ``--judge-host`` (default Ollama's own address), ``--judge-timeout`` seconds
+                 per question; recorded in ``eval.json``'s ``fidelity_judge``, never a
+                 reason to reject (``services.fidelity.judge``).
 
 The child runs as a recipe: parse the arguments, read and validate the dataset, resolve
 the configuration, then :class:`services.training.recipe.FineTuneRecipe`'s ``setup()`` and
@@ -54,7 +59,7 @@ import structlog
 
 from services.shipped import etc_dir
 from services.training.base_model import locate, resolve_base_model
-from services.training.command import ExitCode
+from services.training.command import ExitCode, add_judge_arguments, judge_of
 from services.training.config import CONFIG_FILE, ResolvedConfig, resolve_config
 from services.training.dataset_reader import DATASET_FILE, Selection, read_dataset, select
 from services.training.errors import BadInputError, TrainingConfigError
@@ -102,6 +107,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int)
     p.add_argument("--reference-model")
     p.add_argument("--reference-adapter", type=Path)
+    add_judge_arguments(p)
     args = p.parse_args(argv)
     if args.reference_adapter is not None and args.reference_model is None:
         p.error("--reference-adapter needs --reference-model (the model it applies to)")
@@ -193,6 +199,7 @@ def _gate(
         reference_model=args.reference_model,
         reference_adapter=args.reference_adapter,
         device=args.device,
+        judge=judge_of(args),
     )
 
 

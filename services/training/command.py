@@ -5,9 +5,12 @@ Train (see ``services/training/__main__.py``)::
     python -m services.training --run-dir DIR --kind lora|full --base SPEC --cache-dir DIR
         [--config FILE] [--progress-fd N] [--merge] [--device auto|cpu|cuda] [--threads N]
         [--reference-model SPEC_OR_DIR [--reference-adapter DIR]]
+        [--judge-model NAME [--judge-host URL] [--judge-timeout S]]
 
 ``--reference-model`` / ``--reference-adapter``: what the evaluation gate compares the
 candidate with (the active model; default: the base the run trained from).
+``--judge-model``: an Ollama model that also judges the gate's fidelity answers
+(``services.fidelity.judge``; ``eval.judge_model``), at ``--judge-host``.
 
 Merge a LoRA adapter into a full model (see ``services/training/merge.py``)::
 
@@ -18,9 +21,12 @@ Pass the progress pipe's write end with ``pass_fds=(fd,)`` and ``--progress-fd f
 
 from __future__ import annotations
 
+import argparse
 import enum
 import sys
 from pathlib import Path
+
+from services.fidelity.judge import DEFAULT_HOST, DEFAULT_TIMEOUT_S, JudgeConfig
 
 
 class ExitCode(enum.IntEnum):
@@ -47,6 +53,7 @@ def build_command(
     threads: int | None = None,
     reference_model: str | None = None,
     reference_adapter: Path | None = None,
+    judge: JudgeConfig | None = None,
     python: str = sys.executable,
 ) -> list[str]:
     """The argv that trains ``kind`` on ``<run_dir>/fine_tune_dataset.jsonl``."""
@@ -68,7 +75,38 @@ def build_command(
             argv += ["--reference-adapter", str(reference_adapter)]
     elif reference_adapter is not None:
         raise ValueError("reference_adapter needs reference_model (the model it applies to)")
-    return argv
+    return argv + judge_argv(judge)
+
+
+def judge_argv(judge: JudgeConfig | None) -> list[str]:
+    """``--judge-model``, ``--judge-host``, ``--judge-timeout`` (none without a judge)."""
+    if judge is None:
+        return []
+    return [
+        "--judge-model",
+        judge.model,
+        "--judge-host",
+        judge.host,
+        "--judge-timeout",
+        f"{judge.timeout_s:g}",
+    ]
+
+
+def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
+    """The judge's options of a child's command line."""
+    parser.add_argument("--judge-model", help="an Ollama model judging persona fidelity")
+    parser.add_argument("--judge-host", help="its Ollama server (default: Ollama's own)")
+    parser.add_argument("--judge-timeout", type=float, help="seconds per question to it")
+
+
+def judge_of(args: argparse.Namespace) -> JudgeConfig | None:
+    """The judge a child's parsed arguments name; None when none is."""
+    if not args.judge_model:
+        return None
+    timeout = args.judge_timeout if args.judge_timeout and args.judge_timeout > 0 else None
+    return JudgeConfig(
+        args.judge_model, args.judge_host or DEFAULT_HOST, timeout or DEFAULT_TIMEOUT_S
+    )
 
 
 def build_merge_command(

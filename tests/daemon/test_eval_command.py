@@ -14,12 +14,14 @@ import pytest
 from daemon import render
 from daemon.commands import Commands
 from daemon.control import CommandError
+from services.fidelity.summary import judge_summary
 from services.ledger import Ledger
 from services.settings import load_settings
 from tests.daemon.jobs_harness import Harness
 from tests.daemon.test_fidelity_commands import StillRuntime
 from tests.daemon.test_publish_flow import _add, _settings
 from tests.daemon_process import DaemonProcess
+from tests.fakes.ollama_server import FakeOllama
 
 OWN_PROBES = [
     {"question": "question 1 about the world?", "reference": "answer 1: hello world, the answer."},
@@ -94,6 +96,8 @@ def test_eval_of_a_published_version_through_the_daemon(
     probes_file = short_tmp / "profiles" / "alice" / "probes.jsonl"
     probes_file.write_text("".join(json.dumps(p) + "\n" for p in OWN_PROBES))
 
+    # eval.judge_model names a judge the Ollama server lacks: recorded, never a failure.
+    judge = FakeOllama().start()
     daemon = DaemonProcess(
         short_tmp,
         env={
@@ -102,6 +106,8 @@ def test_eval_of_a_published_version_through_the_daemon(
             "PERSONAD_TRAINING__CONFIG": json.dumps({"gate.fidelity_probes": 2}),
             "PERSONAD_TRIGGERS__LORA_SCHEDULE": "",
             "PERSONAD_TRIGGERS__FULL_SCHEDULE": "",
+            "PERSONAD_EVAL__JUDGE_MODEL": "judge:7b",
+            "PERSONAD_OLLAMA__URL": judge.url,
             "HF_HUB_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
         },
@@ -117,6 +123,7 @@ def test_eval_of_a_published_version_through_the_daemon(
         missing = daemon.cli("eval", "alice", "--version", "v7")
         bad = daemon.cli("eval", "alice", "--version", "seven")
     finally:
+        judge.stop()
         assert daemon.stop() == 0
 
     assert human.returncode == 0, human.stderr
@@ -144,6 +151,8 @@ def test_eval_of_a_published_version_through_the_daemon(
         assert key in fidelity and key in fidelity["reference"]
     assert fidelity["reference"]["transfer"] is None  # style is judged against the base
     assert isinstance(result["check"]["passed"], bool) and result["check"]["summary"]
+    assert "has no model 'judge:7b'" in result["judge"]["error"]
+    assert "\n  judge judge:7b: not judged: Ollama at " in human.stdout
 
     saved = json.loads((run_dir / "fidelity.json").read_text())
     assert saved["version"] == "v1" and saved["adapter"] is None
@@ -154,6 +163,8 @@ def test_eval_of_a_published_version_through_the_daemon(
         == (fidelity["recall"])
     )
     assert len(saved["outputs"]) == 2
+    assert saved["fidelity_judge"]["error"] == result["judge"]["error"]
+    assert saved["fidelity_judge"]["requests"] == 1
 
     # What a person reads.
     with render.console.capture() as captured:
@@ -163,3 +174,41 @@ def test_eval_of_a_published_version_through_the_daemon(
     assert lines[1].startswith("  base: recall ") and "(with memories " in lines[1]
     assert lines[2].startswith("  v1: recall ") and "style " in lines[2]
     assert lines[-1] == f"  run dir {run_dir}"
+
+
+def test_eval_prints_the_judges_line_when_there_is_one() -> None:
+    fidelity = {"probes": 2, "recall": 0.5, "reference": {"recall": 0.0}}
+    result = {
+        "profile": "alice",
+        "version": "v2",
+        "run_dir": "/runs/eval-v2",
+        "fidelity": fidelity,
+        "check": {"passed": True, "summary": "fact recall without retrieval 50%"},
+    }
+    with render.console.capture() as captured:
+        render.evaluated(result, None)  # type: ignore[arg-type]
+    assert "judge" not in captured.get()
+    judged = judge_summary(
+        {
+            "model": "qwen2.5:7b",
+            "error": None,
+            "settings": {
+                "without_retrieval": {
+                    "match": {"reference": {"mean": 4.0}, "candidate": {"mean": 8.0}},
+                    "pairwise": {"candidate": 2, "reference": 0, "tie": 0},
+                },
+                "with_retrieval": {
+                    "match": {"reference": {"mean": 6.0}, "candidate": {"mean": None}},
+                    "pairwise": {"candidate": 1, "reference": 0, "tie": 1, "disagreed": 1},
+                },
+            },
+        }
+    )
+    assert judged["pairwise"]["candidate_share"] == 3.5 / 4
+    with render.console.capture() as captured:
+        render.evaluated({**result, "judge": judged}, None)  # type: ignore[arg-type]
+    text = " ".join(captured.get().split())  # wrapped as wide as the terminal
+    assert text.endswith(
+        "judge qwen2.5:7b: persona match base 4.0 -> v2 8.0 of 10 (with memories 6.0 -> -); "
+        "preferred: v2 3, base 0, tie 1 (1 where the orders disagreed) run dir /runs/eval-v2"
+    )

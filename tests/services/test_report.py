@@ -137,3 +137,34 @@ def test_report_shows_persona_fidelity_beside_the_loss_curves(tmp_path: Path) ->
     assert "candidate: recall 70% (with memories 90%), style 80%, 0 with stray tags" in report.text
     assert "reference (base): recall 0% (with memories 30%)" in report.text
     assert "probes: 10; check passed" in report.text
+
+
+def test_report_gives_the_llm_judges_figures_apart(tmp_path: Path) -> None:
+    run = _run_dir(tmp_path)
+    gate = json.loads((run / "run-summary.json").read_text())["gate"]
+    pairwise = {"candidate": 3, "reference": 0, "tie": 1, "disagreed": 1, "unparsable": 0}
+    judged = {
+        "model": "qwen2.5:7b",
+        "against": "base",
+        "error": None,
+        "settings": {
+            "without_retrieval": {
+                "match": {"reference": {"mean": 3.5}, "candidate": {"mean": 7.0}},
+                "pairwise": pairwise,
+            }
+        },
+    }
+    (run / "eval.json").write_text(json.dumps({**gate, "fidelity_judge": judged}))
+    text = write_report(run).text
+    assert (
+        "- judge qwen2.5:7b: persona match reference (base) 3.5 -> candidate 7.0 of 10; "
+        "preferred: candidate 3, reference (base) 0, tie 1 (1 where the orders disagreed) "
+        "(not part of the verdict)"
+    ) in text
+    unreachable = {"model": "qwen2.5:7b", "error": "cannot reach Ollama at http://x:1 (refused)"}
+    (run / "eval.json").write_text(json.dumps({**gate, "fidelity_judge": unreachable}))
+    assert "- judge qwen2.5:7b: not judged: cannot reach Ollama at http://x:1" in (
+        write_report(run).text
+    )
+    (run / "eval.json").write_text(json.dumps({**gate, "fidelity_judge": None}))
+    assert "judge" not in write_report(run).text

@@ -6,6 +6,7 @@ Command line::
     python -m services.training.gate.evaluate_version --run-dir DIR --model SPEC_OR_DIR
         [--adapter DIR] --base SPEC --cache-dir DIR [--version LABEL]
         [--device cpu|cuda|auto] [--max-new-tokens N] [--tolerance T]
+        [--judge-model NAME [--judge-host URL] [--judge-timeout S]]
 
 ``DIR`` holds ``fidelity_probes.jsonl`` (the probes, with their memories) and
 ``schema_applied.json`` (the chat format the version was trained in). The base model
@@ -13,13 +14,16 @@ Command line::
 version (``--model``, a full model directory or a base spec, with the LoRA ``--adapter`` on
 top when given). Both are scored as in the gate (:mod:`services.training.gate.fidelity`),
 the base being the reference and what style is compared with. ``DIR/fidelity.json`` gets
-``{"created", "version", "model", "adapter", "base", "fidelity", "outputs"}`` (``fidelity``
-shaped as the gate verdict's, ``outputs`` every answer per probe, model and setting).
+``{"created", "version", "model", "adapter", "base", "fidelity", "outputs",
+"fidelity_judge"}`` (``fidelity`` shaped as the gate verdict's, ``outputs`` every answer per
+probe, model and setting, ``fidelity_judge`` the record of the Ollama model
+``--judge-model`` that also judged the answers (:mod:`services.fidelity.judge`), or null).
 
-Prints one JSON line on stdout, ``{"fidelity": ...}``, or ``{"error": "..."}``; everything
-else goes to stderr. Exit codes as ``services.training.command.ExitCode``: 0 ok, 1 error,
-2 usage, 3 bad input (no probes, no chat format, a model that cannot be found),
-4 out of memory, 5 cancelled by SIGTERM/SIGINT.
+Prints one JSON line on stdout, ``{"fidelity": ..., "fidelity_judge": ...}``, or
+``{"error": "..."}``; everything else goes to stderr. The judge never makes it fail. Exit
+codes as ``services.training.command.ExitCode``: 0 ok, 1 error, 2 usage, 3 bad input (no
+probes, no chat format, a model that cannot be found), 4 out of memory, 5 cancelled by
+SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -37,10 +41,11 @@ from typing import IO, Any
 import structlog
 
 from services.durable import json_text, write_text
-from services.training.command import ExitCode
+from services.fidelity.judge import JudgeConfig
+from services.training.command import ExitCode, add_judge_arguments, judge_of
 from services.training.config_model import GateSettings
 from services.training.errors import BadInputError
-from services.training.gate.fidelity import PROBES_FILE, outputs, read_probes
+from services.training.gate.fidelity import PROBES_FILE, judge_fidelity, outputs, read_probes
 from services.training.gate.judge import Fidelity, Models, _free_memory, fidelity_verdict
 from services.training.gate.sets import prompt_renderer
 from services.training.gate.verdict import now
@@ -73,6 +78,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
     p.add_argument("--max-new-tokens", type=int, default=gate.fidelity_tokens)
     p.add_argument("--tolerance", type=float, default=gate.fidelity_tolerance)
+    add_judge_arguments(p)
     return p.parse_args(argv)
 
 
@@ -96,8 +102,10 @@ def evaluate_version(
     version: str | None = None,
     max_new_tokens: int = GateSettings().fidelity_tokens,
     tolerance: float = GateSettings().fidelity_tolerance,
+    judge: JudgeConfig | None = None,
 ) -> dict[str, Any]:
-    """Both models' answers and scores; writes ``fidelity.json``; returns its ``fidelity``."""
+    """Both models' answers and scores (and the judge's record); writes ``fidelity.json``;
+    returns its ``fidelity`` and ``fidelity_judge``."""
     probes = read_probes(run_dir / PROBES_FILE)
     if not probes:
         raise BadInputError(f"no fidelity probes in {run_dir / PROBES_FILE}")
@@ -138,6 +146,7 @@ def evaluate_version(
     del loaded
     _free_memory()
     result = fidelity_verdict(fidelity, answers, models, tolerance)
+    judged = None if judge is None else judge_fidelity(judge, probes, answers, "base")
     record = {
         "created": now(),
         "version": version,
@@ -146,9 +155,10 @@ def evaluate_version(
         "base": base,
         "fidelity": result,
         "outputs": outputs(probes, {"base": answers["reference"], "version": answers["candidate"]}),
+        "fidelity_judge": judged,
     }
     write_text(run_dir / RESULT_FILE, json_text(record))
-    return result
+    return {"fidelity": result, "fidelity_judge": judged}
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -171,19 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        result: dict[str, Any] = {
-            "fidelity": evaluate_version(
-                args.run_dir,
-                model=args.model,
-                adapter=args.adapter,
-                base=args.base,
-                cache_dir=args.cache_dir,
-                device=args.device,
-                version=args.version,
-                max_new_tokens=args.max_new_tokens,
-                tolerance=args.tolerance,
-            )
-        }
+        result: dict[str, Any] = evaluate_version(
+            args.run_dir,
+            model=args.model,
+            adapter=args.adapter,
+            base=args.base,
+            cache_dir=args.cache_dir,
+            device=args.device,
+            version=args.version,
+            max_new_tokens=args.max_new_tokens,
+            tolerance=args.tolerance,
+            judge=judge_of(args),
+        )
         code = ExitCode.OK
     except BadInputError as exc:
         result, code = {"error": str(exc)}, ExitCode.BAD_INPUT

@@ -33,6 +33,7 @@ import structlog
 
 from services.fidelity import hygiene, key_terms, mean_recall, recall, transfer_score
 from services.fidelity.hygiene import typical_length
+from services.fidelity.judge import JudgeConfig, judge_answers
 from services.jsonl import read_objects
 from services.persona_prompt import ask_messages, emulation_tags
 from services.training.errors import BadInputError
@@ -194,3 +195,15 @@ def outputs(
         }
         for i, p in enumerate(probes)
     ]
+
+
+def judge_fidelity(
+    config: JudgeConfig,
+    probes: Sequence[FidelityProbe],
+    answers: Mapping[str, Mapping[str, Answers]],
+    against: str,
+) -> dict[str, Any]:
+    """The LLM judge's record of the ``"reference"`` and ``"candidate"`` answers
+    (:mod:`services.fidelity.judge`): kept apart from the check, never raises."""
+    texts = {model: {s: a.texts for s, a in by.items()} for model, by in answers.items()}
+    return judge_answers(config, probes, texts, against=against)

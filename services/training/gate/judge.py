@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from services.fidelity.judge import JudgeConfig
 from services.persona_prompt import NO_REPEAT_NGRAM, answer_stops
 from services.training.config import ResolvedConfig
 from services.training.config_model import GateSettings
@@ -22,6 +23,7 @@ from services.training.gate.fidelity import (
     Prompt,
     answer_both,
     check,
+    judge_fidelity,
     outputs,
     read_probes,
     scores,
@@ -274,9 +276,12 @@ def evaluate_candidate(
     reference_adapter: Path | None = None,
     device: str = "cpu",
     general_set: Path | None = GENERAL_SET,
+    judge: JudgeConfig | None = None,
 ) -> dict[str, Any]:
     """Judge the candidate (``artifact``: a LoRA adapter on ``base_dir``, or a full model),
-    write ``eval.json`` and the ``run-summary.json`` ``"gate"`` key; return the verdict."""
+    write ``eval.json`` and the ``run-summary.json`` ``"gate"`` key; return the verdict.
+    With ``judge``, an LLM also judges the fidelity answers: ``eval.json``'s
+    ``fidelity_judge``, not part of the verdict."""
     started = time.perf_counter()
     settings = resolved.config.gate
     models = Models(kind, base_dir, artifact, cache_dir, device, reference_model, reference_adapter)
@@ -294,9 +299,12 @@ def evaluate_candidate(
     heldout, regression = loss_checks(
         result.candidate, result.reference, sets.regression_names, settings
     )
-    persona = None
+    persona = judged = None
     if fidelity is not None and result.fidelity is not None:
         persona = fidelity_verdict(fidelity, result.fidelity, models, settings.fidelity_tolerance)
+        if judge is not None:
+            against = models.reference()["source"]
+            judged = judge_fidelity(judge, fidelity.probes, result.fidelity, against)
     gate = verdict(
         heldout=heldout,
         regression=regression,
@@ -316,6 +324,7 @@ def evaluate_candidate(
         fidelity_outputs=None
         if fidelity is None or result.fidelity is None
         else outputs(fidelity.probes, result.fidelity),
+        fidelity_judge=judged,
     )
     write_results(run_dir, gate, details)
     log.info("gate", passed=gate["passed"], reason=gate["reason"])

@@ -146,8 +146,10 @@ def eval_details(
     regression_sets: Mapping[str, Path],
     probe: dict[str, Any] | None,
     fidelity_outputs: list[dict[str, Any]] | None = None,
+    fidelity_judge: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """What ``eval.json`` holds beside the verdict: every number and the probe outputs."""
+    """What ``eval.json`` holds beside the verdict: every number, the probe outputs and the
+    LLM judge's record (null without a judge)."""
     return {
         "created": now(),
         "candidate": candidate,
@@ -158,6 +160,7 @@ def eval_details(
         "regression_sets": {name: str(path) for name, path in regression_sets.items()},
         "probe_outputs": [] if probe is None else probe["outputs"],
         "fidelity_outputs": fidelity_outputs or [],
+        "fidelity_judge": fidelity_judge,
     }
 
 

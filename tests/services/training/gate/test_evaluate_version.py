@@ -14,6 +14,7 @@ import pytest
 from services.schemas import load_schema
 from services.training.command import ExitCode
 from tests.daemon_process import REPO
+from tests.fakes.ollama_server import FakeOllama
 
 PROBES = [
     {
@@ -81,26 +82,40 @@ def test_the_child_scores_the_version_and_its_base(
     tmp_path: Path, tiny_model: Path, lora_adapter: Path
 ) -> None:
     run = _run_dir(tmp_path)
-    done = _child(
-        run,
-        "--model",
-        str(tiny_model),
-        "--adapter",
-        str(lora_adapter),
-        "--base",
-        str(tiny_model),
-        "--version",
-        "v1",
-        "--max-new-tokens",
-        "8",
-    )
+    with FakeOllama(models=["judge:7b"]) as judge:  # eval.judge_model, answering 7 and "A"
+        judge.set_reply(lambda r: '{"score": 7}' if "to judge:" in r.user else '{"better": "A"}')
+        done = _child(
+            run,
+            "--model",
+            str(tiny_model),
+            "--adapter",
+            str(lora_adapter),
+            "--base",
+            str(tiny_model),
+            "--version",
+            "v1",
+            "--max-new-tokens",
+            "8",
+            "--judge-model",
+            "judge:7b",
+            "--judge-host",
+            judge.url,
+        )
     assert done.returncode == ExitCode.OK, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1, done.stdout  # stdout holds the result line only
-    printed = json.loads(lines[0])["fidelity"]
+    result = json.loads(lines[0])
+    printed = result["fidelity"]
 
     saved = json.loads((run / "fidelity.json").read_text())
     assert saved["fidelity"] == printed
+    # The judge's record, printed and saved beside the scores: 2 probes x 2 settings x
+    # (2 scores + the pair in both orders); a judge always saying "A" decides no pair.
+    assert saved["fidelity_judge"] == result["fidelity_judge"]
+    judged = result["fidelity_judge"]
+    assert judged["error"] is None and judged["requests"] == 16 and judged["against"] == "base"
+    pairwise = judged["settings"]["with_retrieval"]["pairwise"]
+    assert pairwise["tie"] == pairwise["disagreed"] == 2
     assert saved["version"] == "v1" and saved["base"] == str(tiny_model)
     assert saved["model"] == str(tiny_model) and saved["adapter"] == str(lora_adapter)
     assert printed["probes"] == 2 and printed["sources"] == ["held-out", "probes"]
