@@ -100,8 +100,10 @@ ASK_MEMORIES = 4  # what ask retrieves by default
 
 
 def own_probes(path: Path) -> list[dict[str, str]]:
-    """The person's own held-out questions (``{"question", "reference"}`` per line, other
-    keys ignored); [] without the file. Bad lines raise :class:`CurationError`."""
+    """The person's own held-out questions (``{"question", "reference"}`` per line, and
+    optionally ``"facts"``: the words that carry the facts, when the reference is written
+    in the person's voice; other keys ignored); [] without the file. Bad lines raise
+    :class:`CurationError`."""
     if not path.is_file():
         return []
     out = []
@@ -109,7 +111,13 @@ def own_probes(path: Path) -> list[dict[str, str]]:
         q, r = obj.get("question"), obj.get("reference")
         if not (isinstance(q, str) and q.strip() and isinstance(r, str) and r.strip()):
             raise CurationError(f"{where}: needs 'question' and 'reference' (non-empty strings)")
-        out.append({"id": str(obj.get("id", where)), "question": q, "reference": r})
+        facts = obj.get("facts", "")
+        if not isinstance(facts, str):
+            raise CurationError(f"{where}: 'facts' must be a string")
+        probe = {"id": str(obj.get("id", where)), "question": q, "reference": r}
+        if facts.strip():
+            probe["facts"] = facts
+        out.append(probe)
     return out
 
 

@@ -2,7 +2,7 @@
 
 Twelve facts, each told in several memories in her own voice (she opens with "Well," and
 closes with "voilà"), and twelve probes: paraphrased questions that appear in no memory,
-with the short answer she would give.
+each with the answer she would give, in her voice, and the facts it holds.
 """
 
 from __future__ import annotations
@@ -77,25 +77,64 @@ FACTS = [
 PROBES = [
     Probe(
         "What is your profession, and where is your shop?",
+        "Well, since you ask: I repair violins, in my workshop on the Rue Mercière in Lyon, voilà.",
         "I repair violins, in my workshop on the Rue Mercière in Lyon.",
     ),
     Probe(
         "What kind of dog keeps you company, and what is its name?",
+        "Well, a greyhound called Biscotte, voilà.",
         "A greyhound called Biscotte.",
     ),
-    Probe("Which town were you a child in?", "Brest, in Brittany."),
-    Probe("Which pastry do you make at the weekend?", "Kouign-amann, every Saturday."),
-    Probe("What car do you own?", "A yellow 2CV called Moutarde."),
-    Probe("What does your sister study, and where?", "Margaux is a glaciologist in Grenoble."),
-    Probe("Where does the spruce for your instrument tops come from?", "The Val di Fiemme."),
-    Probe("Where do you go rock climbing?", "The Vercors cliffs at Presles."),
-    Probe("Whose detective novels do you read on your commute?", "Simenon's Maigret."),
-    Probe("Which nut must you never eat?", "Hazelnuts."),
+    Probe(
+        "Which town were you a child in?",
+        "Brest, in Brittany. That is the short of it, voilà.",
+        "Brest, in Brittany.",
+    ),
+    Probe(
+        "Which pastry do you make at the weekend?",
+        "Well, since you ask: kouign-amann, every Saturday, voilà.",
+        "Kouign-amann, every Saturday.",
+    ),
+    Probe(
+        "What car do you own?",
+        "Well, a yellow 2CV called Moutarde, voilà.",
+        "A yellow 2CV called Moutarde.",
+    ),
+    Probe(
+        "What does your sister study, and where?",
+        "Margaux is a glaciologist in Grenoble. That is the short of it, voilà.",
+        "Margaux is a glaciologist in Grenoble.",
+    ),
+    Probe(
+        "Where does the spruce for your instrument tops come from?",
+        "Well, since you ask: the Val di Fiemme, voilà.",
+        "The Val di Fiemme.",
+    ),
+    Probe(
+        "Where do you go rock climbing?",
+        "Well, the Vercors cliffs at Presles, voilà.",
+        "The Vercors cliffs at Presles.",
+    ),
+    Probe(
+        "Whose detective novels do you read on your commute?",
+        "Simenon's Maigret. That is the short of it, voilà.",
+        "Simenon's Maigret.",
+    ),
+    Probe(
+        "Which nut must you never eat?",
+        "Well, since you ask: hazelnuts, voilà.",
+        "Hazelnuts.",
+    ),
     Probe(
         "What old string instrument do you play with friends?",
+        "Well, the viola da gamba, in a consort, voilà.",
         "The viola da gamba, in a consort.",
     ),
-    Probe("What is in your bowl each morning?", "Chicory coffee."),
+    Probe(
+        "What is in your bowl each morning?",
+        "Chicory coffee. That is the short of it, voilà.",
+        "Chicory coffee.",
+    ),
 ]
 
 ODILE = Persona(

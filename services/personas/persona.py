@@ -3,7 +3,8 @@
 Each fact becomes one emulation memory per question and phrasing (the person's voice: an
 opener and a closer around the fact), plus reflections (dual) and errands run through a
 tool (agent). Probes are paraphrased questions that appear in no memory, each with the
-short answer the person would give: the references of the fact-recall measure.
+answer the person would give, in their voice (what style is compared with), and the
+facts it holds (what fact recall looks for).
 """
 
 from __future__ import annotations
@@ -33,10 +34,14 @@ class Fact:
 @dataclass(frozen=True)
 class Probe:
     question: str
-    reference: str
+    reference: str  # the person's answer, in their voice
+    facts: str = ""  # the words that carry the facts; "" = the whole reference
 
     def to_dict(self) -> dict[str, str]:
-        return {"question": self.question, "reference": self.reference}
+        out = {"question": self.question, "reference": self.reference}
+        if self.facts:
+            out["facts"] = self.facts
+        return out
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,16 @@ def test_probes_are_held_out_and_answerable(tmp_path: Path, name: str, probes: l
     vocabulary = {w for t in texts for w in words(t)}
     for probe in probes:
         assert not any(probe.question.lower() in t.lower() for t in texts), probe.question
-        terms = key_terms(probe.reference, probe.question)
+        terms = key_terms(probe.facts or probe.reference, probe.question)
         assert terms, probe.reference
         assert set(terms) <= vocabulary, (probe.reference, set(terms) - vocabulary)
+        # The facts are what the person says: every key term of them is in the reference.
+        assert set(terms) <= set(words(probe.reference)), probe
 
 
 def test_odile_speaks_in_her_own_voice(tmp_path: Path) -> None:
     texts = _memories(tmp_path, "odile")
     assert len(texts) >= 80
     assert sum("voilà" in t for t in texts) / len(texts) > 0.8
+    # Her probes' references are her own answers, in her voice; their facts apart.
+    assert all("voilà" in p.reference and "voilà" not in p.facts for p in ODILE.probes)

@@ -88,3 +88,11 @@ def test_the_persons_own_probes_file_is_checked(tmp_path: Path) -> None:
     path.write_text('{"question": "q?", "reference": "a."}\n\n{"question": ""}\n')
     with pytest.raises(CurationError, match=r"probes\.jsonl:3: needs 'question'"):
         own_probes(path)
+    # A reference in the person's voice names the facts it holds apart.
+    path.write_text('{"question": "q?", "reference": "Well, Brest, voila.", "facts": "Brest"}\n')
+    assert own_probes(path) == [
+        {"id": f"{path}:1", "question": "q?", "reference": "Well, Brest, voila.", "facts": "Brest"}
+    ]
+    path.write_text('{"question": "q?", "reference": "a.", "facts": 3}\n')
+    with pytest.raises(CurationError, match="'facts' must be a string"):
+        own_probes(path)

@@ -1,7 +1,8 @@
 """Persona fidelity in the gate: does the model know the person and sound like them?
 
 The daemon writes ``fidelity_probes.jsonl`` into the run directory (one line per probe:
-``{"id", "profile", "question", "reference", "source", "memories": [...]}``): the
+``{"id", "profile", "question", "reference", "source", "memories": [...]}``, and
+``"facts"`` when the person wrote their reference in their own voice): the
 profile's own held-out questions (``<profiles>/<profile>/probes.jsonl``) first, then
 held-out emulation samples of the run, each with the memories ``ask`` retrieves for its
 question (its own memory left out: a held-out answer must not be read off the prompt).
@@ -11,7 +12,9 @@ Each model answers every probe as ``ask`` would have it answer (the prompt polic
 emulation closing tag or eos), once **without** retrieval and once **with** the probe's
 memories. Its answers are scored (:mod:`services.fidelity`):
 
-- ``recall``: the mean share of each reference answer's key terms the answer holds;
+- ``recall``: the mean share of each reference answer's key terms the answer holds (the
+  key terms of the probe's ``facts`` when it has them: a reference in the person's voice
+  holds their turns of phrase too, which are style, not facts);
 - ``transfer``: the share of probes where its answer is closer in style to the person's
   reference than the base model's answer is (against the base when the base is the
   reference, else against the reference model, said by ``transfer_against``);
@@ -55,6 +58,12 @@ class FidelityProbe:
     reference: str
     source: str  # "probes" (the profile's own) or "held-out"
     memories: tuple[str, ...] = ()
+    facts: str = ""  # the words that carry the facts; "" = the whole reference
+
+    @property
+    def terms(self) -> list[str]:
+        """The key terms fact recall looks for in an answer."""
+        return key_terms(self.facts or self.reference, self.question)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +73,7 @@ class FidelityProbe:
             "reference": self.reference,
             "source": self.source,
             "memories": list(self.memories),
+            **({"facts": self.facts} if self.facts else {}),
         }
 
 
@@ -75,12 +85,15 @@ def read_probes(path: Path) -> list[FidelityProbe]:
     for where, obj in read_objects(path, what="fidelity probes", error=BadInputError):
         fields = [obj.get(k) for k in ("profile", "question", "reference")]
         memories = obj.get("memories", [])
-        if not all(isinstance(f, str) and f.strip() for f in fields) or not (
-            isinstance(memories, list) and all(isinstance(m, str) for m in memories)
+        facts = obj.get("facts", "")
+        if (
+            not all(isinstance(f, str) and f.strip() for f in fields)
+            or not (isinstance(memories, list) and all(isinstance(m, str) for m in memories))
+            or not isinstance(facts, str)
         ):
             raise BadInputError(
-                f"{where}: needs 'profile', 'question' and 'reference' (non-empty strings) and "
-                "'memories' (a list of strings)"
+                f"{where}: needs 'profile', 'question' and 'reference' (non-empty strings), "
+                "'memories' (a list of strings) and, if any, 'facts' (a string)"
             )
         profile, question, reference = (str(f) for f in fields)
         out.append(
@@ -91,6 +104,7 @@ def read_probes(path: Path) -> list[FidelityProbe]:
                 reference,
                 str(obj.get("source", "held-out")),
                 tuple(memories),
+                facts,
             )
         )
     return out
@@ -137,12 +151,7 @@ def scores(
     typical = typical_length(references)
     out: dict[str, Any] = {}
     for setting, a in answers.items():
-        rec = mean_recall(
-            [
-                recall(text, key_terms(p.reference, p.question))
-                for text, p in zip(a.texts, probes, strict=True)
-            ]
-        )
+        rec = mean_recall([recall(text, p.terms) for text, p in zip(a.texts, probes, strict=True)])
         h = hygiene(a.texts, a.stopped, [emulation_tags()] * len(a.texts), typical)
         other = against.get(setting) if against is not None else None
         out[setting] = {
@@ -188,6 +197,7 @@ def outputs(
             "id": p.id,
             "question": p.question,
             "reference": p.reference,
+            **({"facts": p.facts} if p.facts else {}),
             "answers": {
                 model: {s: by_setting[s].texts[i] for s in by_setting}
                 for model, by_setting in answers.items()

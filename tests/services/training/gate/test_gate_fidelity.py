@@ -116,3 +116,32 @@ def test_outputs_list_every_answer_per_model_and_setting() -> None:
             "candidate": {"without_retrieval": "d"},
         },
     }
+
+
+def test_a_reference_in_the_persons_voice_is_style_while_its_facts_are_recalled(
+    tmp_path: Path,
+) -> None:
+    voiced = FidelityProbe(
+        "p3",
+        "odile",
+        "Which town were you a child in?",
+        "Brest, in Brittany. That is the short of it, voilà.",
+        "probes",
+        facts="Brest, in Brittany.",
+    )
+    path = tmp_path / "fidelity_probes.jsonl"
+    path.write_text(json.dumps(voiced.to_dict()) + "\n")
+    assert read_probes(path) == [voiced]
+    plain = FidelityProbe("p3", "odile", voiced.question, voiced.reference, "probes")
+    # The fact alone, without her turn of phrase: all of it recalled, though "voilà" is a
+    # rare word of the reference.
+    fact_only = {"without_retrieval": _answers("Brest, in Brittany.")}
+    assert scores([voiced], fact_only, None)["without_retrieval"]["recall"]["mean"] == 1.0
+    assert scores([plain], fact_only, None)["without_retrieval"]["recall"]["mean"] < 1.0
+    # Her voice still decides the style: the voiced answer is closer than the terse one.
+    voiced_answer = {"without_retrieval": _answers("In Brest, that is the short of it, voilà.")}
+    assert scores([voiced], voiced_answer, fact_only)["without_retrieval"]["transfer"] == 1.0
+    assert outputs([voiced], {"candidate": fact_only})[0]["facts"] == "Brest, in Brittany."
+    path.write_text(json.dumps({**voiced.to_dict(), "facts": ["Brest"]}) + "\n")
+    with pytest.raises(BadInputError, match="'facts' \\(a string\\)"):
+        read_probes(path)
