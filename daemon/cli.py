@@ -19,6 +19,7 @@ from typing import Any
 from daemon import render
 from daemon.cli_local import EXIT_FAILED, LOCAL_COMMANDS
 from daemon.client import ClientError, CommandFailed, ControlClient, DaemonNotRunning
+from daemon.interrupt import Interrupted, interruptible
 from services.profile_names import InvalidProfileName, check_profile_name
 from services.settings import Settings, SettingsError, load_settings
 
@@ -305,6 +306,23 @@ def _wait_for_job(client: ControlClient, job_id: int, as_json: bool) -> int:
     return 0 if job["state"] == "succeeded" else EXIT_FAILED
 
 
+def _cancel_started_job(settings: Settings, queued: dict[str, Any]) -> str:
+    """train --wait interrupted: the job it queued is cancelled (the daemon stops its
+    training child); a job it only joined (an identical request was already queued or
+    running) goes on."""
+    job_id = int(queued["job"]["id"])
+    if not queued.get("created"):
+        return f"job {job_id} was queued before this command and goes on (personad cancel {job_id})"
+    try:
+        with ControlClient(settings.socket_file, timeout=1.5) as client:
+            state = client.call("cancel", {"job": job_id})["state"]
+    except CommandFailed as exc:  # it ended meanwhile
+        return f"job {job_id} was not cancelled: {exc.message}"
+    except ClientError as exc:
+        return f"job {job_id} could not be cancelled ({exc}); personad cancel {job_id} stops it"
+    return f"job {job_id} {state} (the daemon stops its training child)"
+
+
 def _find_job(client: ControlClient, job_id: int) -> dict[str, Any]:
     for job in client.call("jobs", {"limit": 1000})["jobs"]:
         if job["id"] == job_id:
@@ -320,7 +338,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"personad: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "run":
-        return _run_daemon(settings)
+        return _run_daemon(settings)  # the daemon drains on SIGINT/SIGTERM itself
+    try:
+        with interruptible():
+            return _command(settings, args)
+    except Interrupted as exc:
+        print(_interrupted_line(args, exc), file=sys.stderr, flush=True)
+        return exc.exit_code
+
+
+def _interrupted_line(args: argparse.Namespace, exc: Interrupted) -> str:
+    """One line: which command the signal stopped, and what its clean-up stopped."""
+    what = args.command
+    if args.command == "status" and args.watch:
+        what = "status --watch"
+    elif args.command == "train" and args.wait:
+        what = "train --wait"
+    done = "; ".join(exc.stopped) if exc.stopped else "nothing is left running"
+    during = f" {exc.during}" if exc.during else ""
+    return f"personad: {what} interrupted ({exc.name}){during}; {done}"
+
+
+def _command(settings: Settings, args: argparse.Namespace) -> int:
     if args.command == "status" and args.watch:
         from daemon.status_view import watch
 
@@ -336,7 +375,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "train" and args.wait:
                 if not args.json:
                     printer(result, args)
-                return _wait_for_job(client, int(result["job"]["id"]), args.json)
+                try:
+                    return _wait_for_job(client, int(result["job"]["id"]), args.json)
+                except Interrupted as exc:
+                    exc.stopped.append(_cancel_started_job(settings, result))
+                    raise
     except DaemonNotRunning as exc:
         print(f"personad: {exc}", file=sys.stderr)
         return EXIT_NOT_RUNNING

@@ -21,6 +21,7 @@ from typing import Any
 
 from daemon.client import ClientError, ControlClient
 from daemon.errors import DaemonError
+from daemon.interrupt import Interrupted, stop_tree
 from daemon.render import console, follow_job
 from services import durable
 from services.demo_persona import PROFILE, write_persona
@@ -64,6 +65,8 @@ DEMO_PERSONAS = {
         "2 formats (JSONL, MetaHuman events)",
     ),
 }
+# Interrupted: how long the daemon may drain before it and its children are killed.
+STOP_GRACE_S = 1.0
 # The defaults: a small profile's LoRA (services.training.config.SMALL_PROFILE).
 TRAIN_CONFIG: dict[str, Any] = {}
 
@@ -101,11 +104,14 @@ def write_config(
 
 
 class Step:
-    def __init__(self, title: str) -> None:
-        self.title = title
+    current = "starting"  # what the step under way does (said when interrupted)
+
+    def __init__(self, title: str, doing: str) -> None:
+        self.title, self.doing = title, doing
 
     def __enter__(self) -> Step:
         self.started = time.monotonic()
+        Step.current = self.doing
         console.print(f"[bold cyan]==>[/bold cyan] {self.title}")
         return self
 
@@ -140,6 +146,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo in ``root``; returns what it found (for scripts and tests)."""
     started = time.monotonic()
+    Step.current = "starting"
     who = DEMO_PERSONAS[persona]
     root = root.resolve()
     if (root / "state").exists():
@@ -176,6 +183,17 @@ def run_demo(
         demo.ask()
         demo.report()
         client.close()
+    except Interrupted as exc:
+        # Quickly: the whole demo must end within about 2 s of the signal.
+        stopped = stop_tree(proc, grace_s=STOP_GRACE_S)
+        others = stopped - 1
+        exc.during = f"while {Step.current}"
+        exc.stopped.append(
+            f"stopped its daemon (pid {proc.pid})"
+            + (f" and {others} process{'es' if others != 1 else ''} it started" if others else "")
+            + f"; nothing is left running; the demo directory {root} stays"
+        )
+        raise
     finally:
         if proc.poll() is None:
             proc.terminate()
@@ -193,7 +211,7 @@ def run_demo(
 
 def _write_persona(root: Path, who: DemoPersona) -> int:
     folder = root / "profiles" / who.name
-    with Step(f"writing the persona '{who.name}' into {folder / 'memory'}"):
+    with Step(f"writing the persona '{who.name}' into {folder / 'memory'}", "writing the persona"):
         memories = who.write(folder / "memory")
         durable.write_jsonl(folder / OWN_PROBES, [p.to_dict() for p in who.probes])
         console.print(
@@ -219,7 +237,7 @@ class _Demo:
         self.root, self.config, self.result = root, config, result
 
     def start(self) -> None:
-        with Step("starting the daemon"):
+        with Step("starting the daemon", "starting the daemon"):
             _wait(lambda: self.client.call("ping"), 120, "starting", self.proc)
             console.print(
                 f"    pid {self.proc.pid}, socket {self.root / 'run' / 'personad.sock'}, "
@@ -227,7 +245,7 @@ class _Demo:
             )
 
     def ingest(self, memories: int) -> None:
-        with Step("ingesting and indexing (embedded Chroma, all-MiniLM-L6-v2)"):
+        with Step("ingesting and indexing (embedded Chroma, all-MiniLM-L6-v2)", "ingesting"):
 
             def indexed() -> dict[str, Any] | None:
                 p = self.client.call("status")["profiles"].get(self.who.name)
@@ -240,7 +258,7 @@ class _Demo:
             )
 
     def search(self) -> None:
-        with Step(f"search: {self.who.query!r}"):
+        with Step(f"search: {self.who.query!r}", "searching"):
             args = {"profile": self.who.name, "query": self.who.query, "k": 3}
             hits = self.client.call("search", args)["results"]
             for h in hits:
@@ -250,7 +268,7 @@ class _Demo:
             self.result["search"] = hits
 
     def train(self) -> None:
-        with Step("the LoRA threshold was crossed: training, evaluating, publishing"):
+        with Step("the LoRA threshold was crossed: training, evaluating, publishing", "training"):
             job = _wait(
                 lambda: (self.client.call("jobs")["jobs"] or [None])[-1],
                 120,
@@ -284,7 +302,7 @@ class _Demo:
 
     def ask(self) -> None:
         question = self.who.question
-        with Step(f"ask: {question!r} (retrieval + the new model, and the base model)"):
+        with Step(f"ask: {question!r} (retrieval + the new model, and the base model)", "asking"):
             args = {"profile": self.who.name, "question": question, "compare_base": True}
             answer = self.client.call("ask", args)
             for label, a in answer["answers"].items():
@@ -294,7 +312,7 @@ class _Demo:
             self.result["question"] = question
 
     def report(self) -> None:
-        with Step("run report"):
+        with Step("run report", "writing the report"):
             done = subprocess.run(
                 [
                     sys.executable,

@@ -90,15 +90,14 @@ def view(status: dict[str, Any] | None, error: str | None = None) -> Group:
 def watch(socket_path: Path, interval: float = 1.0, iterations: int | None = None) -> int:
     """Refresh every ``interval`` seconds until interrupted (or ``iterations`` refreshes)."""
     count = 0
+    # Ctrl-C or SIGTERM (daemon.interrupt.Interrupted) leaves through Live, which puts
+    # the terminal back; the CLI says it stopped.
     with Live(view(None, "connecting"), console=console, refresh_per_second=4) as live:
-        try:
-            while iterations is None or count < iterations:
-                try:
-                    live.update(view(snapshot(socket_path)))
-                except ClientError as exc:
-                    live.update(view(None, str(exc)))
-                count += 1
-                time.sleep(interval)
-        except KeyboardInterrupt:
-            pass
+        while iterations is None or count < iterations:
+            try:
+                live.update(view(snapshot(socket_path)))
+            except ClientError as exc:
+                live.update(view(None, str(exc)))
+            count += 1
+            time.sleep(interval)
     return 0

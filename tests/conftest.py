@@ -89,6 +89,10 @@ SLOW = (
     "*/test_supervisor.py::test_a_child_ignoring_sigterm_is_killed",
     "*/test_supervisor.py::test_a_hung_child_times_out_and_its_group_is_gone",
     "*/test_supervisor.py::test_real_lora_training_of_a_tiny_model",
+    # tests/reliability
+    "*/test_foreign_files.py::test_planted_links_*",
+    "*/test_foreign_files.py::test_socket_and_cli_*",
+    "*/test_interruption.py::*",
     # tests/services
     "*/test_eval_gate.py::*",
     "*/test_gate_judge.py::*",

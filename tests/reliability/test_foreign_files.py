@@ -16,8 +16,6 @@ from tests.daemon_process import DaemonProcess
 from tests.reliability.foreign import run_planted_links
 from tests.reliability.fuzz import fuzz_daemon
 
-pytestmark = [pytest.mark.reliability, pytest.mark.daemon]
-
 GOOD = b'{"prompt": "Where?", "completion": "By the sea.", "quality_score": 8}\n'
 
 
