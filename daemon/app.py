@@ -105,6 +105,10 @@ class Daemon:
         lock = InstanceLock(self.settings.state_dir / "personad.lock")
         lock.acquire()  # AlreadyRunning propagates to the CLI
         try:
+            # A damaged ledger (or one newer than this code) stops start-up here, as
+            # LedgerUnusable, with the file untouched; the CLI says so in one line.
+            with Ledger(self.settings.ledger_path, migrate=False) as ledger:
+                ledger.verify()
             return asyncio.run(self._main())
         finally:
             lock.release()

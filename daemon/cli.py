@@ -204,11 +204,12 @@ def _run_daemon(settings: Settings) -> int:
     from daemon.lock import AlreadyRunning
     from daemon.logs import configure_logging
     from daemon.notify import Notifier
+    from services.ledger import LedgerUnusable
 
     configure_logging(settings.log.level, settings.log.format)
     try:
         code = Daemon(settings, Notifier.from_environ(os.environ)).run()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, LedgerUnusable) as exc:
         print(f"personad: {exc}", file=sys.stderr)
         return EXIT_FAILED
     # Everything is closed and committed. Leave without the interpreter's teardown:

@@ -93,6 +93,7 @@ SLOW = (
     "*/test_foreign_files.py::test_planted_links_*",
     "*/test_foreign_files.py::test_socket_and_cli_*",
     "*/test_interruption.py::*",
+    "*/test_damaged_stores.py::*",
     # tests/services
     "*/test_eval_gate.py::*",
     "*/test_gate_judge.py::*",

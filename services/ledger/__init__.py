@@ -1,7 +1,7 @@
 """The ledger: personad's source of truth, one SQLite file (WAL) under the state dir."""
 
 from services.ledger.db import Database, utcnow
-from services.ledger.errors import LedgerError
+from services.ledger.errors import LedgerError, LedgerUnusable
 from services.ledger.jobs import Job, JobStore
 from services.ledger.memories import FileState, IngestOutcome, MemoryStore, SampleRow
 from services.ledger.profile_state import ProfileStateStore
@@ -20,6 +20,7 @@ __all__ = [
     "JobStore",
     "Ledger",
     "LedgerError",
+    "LedgerUnusable",
     "MemoryStore",
     "ProfileStateStore",
     "SampleRow",

@@ -14,7 +14,7 @@ from typing import Self
 import sqlite_utils
 import structlog
 
-from services.ledger.errors import LedgerError
+from services.ledger.errors import LedgerError, LedgerUnusable
 from services.ledger.schema import MIGRATIONS
 
 log = structlog.get_logger(__name__)
@@ -35,11 +35,14 @@ class Database:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
             self.db = sqlite_utils.Database(conn)
+            self._refuse_newer()  # before anything is written, even the journal mode
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
             self.db.execute("PRAGMA busy_timeout=30000")
         except sqlite3.Error as exc:
+            if _damaged(exc):
+                raise LedgerUnusable(damaged_message(self.path, str(exc))) from exc
             raise LedgerError(f"cannot open the ledger {self.path}: {exc}") from exc
         self._lock = threading.RLock()
         if migrate:
@@ -87,8 +90,28 @@ class Database:
             return []
         return [r["name"] for r in self.db.query("SELECT name FROM migrations ORDER BY name")]
 
+    def _refuse_newer(self) -> None:
+        """LedgerUnusable when the file holds migrations this code does not know."""
+        newer = sorted(set(self.applied_migrations()) - {name for name, _ in MIGRATIONS})
+        if newer:
+            self.db.close()
+            raise LedgerUnusable(
+                f"the ledger {self.path} was written by a newer personad: it has the "
+                f"migration(s) {', '.join(newer)}, which this version does not know. Upgrade "
+                "personad, or restore a backup made by this version (personad restore "
+                "BACKUP_DIR); the ledger was left as it is"
+            )
+
     def migrate(self) -> list[str]:
         """Apply the migrations not yet applied, each in its own transaction."""
+        try:
+            return self._migrate()
+        except sqlite3.DatabaseError as exc:
+            if _damaged(exc):
+                raise LedgerUnusable(damaged_message(self.path, str(exc))) from exc
+            raise
+
+    def _migrate(self) -> list[str]:
         applied: list[str] = []
         with self.transaction() as db:
             db.execute(
@@ -109,6 +132,16 @@ class Database:
             log.info("ledger migration applied", migration=name, ledger=str(self.path))
         return applied
 
+    def verify(self) -> None:
+        """Start-up: LedgerUnusable (naming the file and the restore command) when the
+        file is not a database or ``PRAGMA quick_check`` finds damage."""
+        try:
+            rows = [str(r[0]) for r in self.db.execute("PRAGMA quick_check").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            raise LedgerUnusable(damaged_message(self.path, str(exc))) from exc
+        if rows != ["ok"]:
+            raise LedgerUnusable(damaged_message(self.path, "; ".join(rows[:3])))
+
     def integrity_check(self) -> str:
         row = self.db.execute("PRAGMA integrity_check").fetchone()
         return str(row[0])
@@ -116,3 +149,15 @@ class Database:
 
 def _statements(sql: str) -> list[str]:
     return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+def _damaged(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+
+
+def damaged_message(path: Path, detail: str) -> str:
+    return (
+        f"the ledger {path} is damaged ({detail}); personad will not start on it and has "
+        "not changed it. Stop here and restore the last backup: personad restore "
+        "BACKUP_DIR --force (the damaged state is kept beside it)"
+    )
