@@ -175,6 +175,8 @@ async function rollbackTo(version) {
   try {
     const result = await api("rollback", { profile: state.profile, to: version }, true);
     byId("rollback-result").textContent = `${result.profile}: v${result.from} → v${result.active}`;
+    const status = await api("status");
+    onCounts({ daemon: status.daemon, profiles: status.profiles });
     await loadVersions();
   } catch (err) { showError(err.message); }
 }
@@ -202,10 +204,11 @@ function onCounts(data) {
 }
 
 function onProgress(data) {
-  const ended = state.jobs.some((j) => !data.jobs.find((k) => k.id === j.id));
+  const ids = (jobs) => jobs.map((j) => `${j.id}:${j.state}`).join(",");
+  const changed = ids(state.jobs) !== ids(data.jobs);
   state.jobs = data.jobs;
   renderJobs();
-  if (ended || data.jobs.length) loadRuns().catch((err) => showError(err.message));
+  if (changed) loadRuns().catch((err) => showError(err.message));
 }
 
 function connect() {
