@@ -43,8 +43,9 @@ def model_summary(scores: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def version_fidelity(evaluation: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The candidate's summary, with its reference's beside it (``"reference"``), from a
-    gate verdict; None when the gate measured no fidelity."""
+    """The candidate's summary, with its reference's beside it (``"reference"``, and the
+    base model's, ``"base"``, when the reference was the active version), from a gate
+    verdict; None when the gate measured no fidelity."""
     fidelity = evaluation.get("fidelity")
     if not isinstance(fidelity, Mapping) or not isinstance(fidelity.get("candidate"), Mapping):
         return None
@@ -54,6 +55,11 @@ def version_fidelity(evaluation: Mapping[str, Any]) -> dict[str, Any] | None:
         "passed": fidelity.get("passed"),
         "reference": model_summary(fidelity.get("reference") or {}),
         "transfer_against": fidelity.get("transfer_against"),
+        **(
+            {"base": model_summary(fidelity["base"])}
+            if isinstance(fidelity.get("base"), Mapping)
+            else {}
+        ),
     }
 
 

@@ -100,6 +100,10 @@ class Models:
         model.to(next(model.get_base_model().parameters()).device)
         return model
 
+    def load_base(self) -> tuple[Any, Any]:
+        """The model the candidate was trained from (``base_dir``), as ``ask`` loads it."""
+        return load_for_inference(str(self.base_dir), cache_dir=self.cache_dir, device=self.device)
+
     def load_candidate(self) -> Any:
         lora = self.kind == "lora"
         model, _ = load_for_inference(
@@ -168,7 +172,8 @@ class Scores:
     reference: dict[str, LossStat]
     candidate: dict[str, LossStat]
     probe: dict[str, Any] | None
-    fidelity: dict[str, dict[str, Answers]] | None = None  # "reference", "candidate"
+    # "reference", "candidate", and "base" when the reference is the active version
+    fidelity: dict[str, dict[str, Answers]] | None = None
 
 
 @dataclass(frozen=True)
@@ -209,7 +214,8 @@ def score(
 ) -> Scores:
     """The reference's losses (and fidelity answers), then the candidate's, its tag probe
     (and fidelity answers); one model in memory at a time. ``tokenizer`` is the
-    candidate's."""
+    candidate's. When the reference is the active version, the base model answers the
+    fidelity probes too, so that every run shows what training on the person added to it."""
     _free_memory()
     model, reference_tokenizer = models.load_reference()
     reference = sets.losses(model, reference_tokenizer, max_len)
@@ -222,7 +228,16 @@ def score(
     else:
         del model
         _free_memory()
-        model = models.load_candidate()
+        model = None
+        if answers is not None and fidelity is not None:
+            model, base_tokenizer = models.load_base()
+            answers["base"] = fidelity.answers(model, base_tokenizer)
+            log.info("gate base answered", probes=len(fidelity.probes))
+            if models.kind != "lora":
+                del model
+                _free_memory()
+                model = None
+        model = models.add_adapter(model) if model is not None else models.load_candidate()
     candidate = sets.losses(model, tokenizer, max_len)
     log.info("gate candidate scored", **{k: round(v.loss, 4) for k, v in candidate.items()})
     probe = None
@@ -253,7 +268,7 @@ def fidelity_verdict(
     """The verdict's ``fidelity``: each model's scores and the check."""
     reference = scores(fidelity.probes, answers["reference"], None)
     candidate = scores(fidelity.probes, answers["candidate"], answers["reference"])
-    return {
+    out = {
         **check(candidate, reference, tolerance),
         "probes": len(fidelity.probes),
         "sources": sorted({p.source for p in fidelity.probes}),
@@ -261,6 +276,9 @@ def fidelity_verdict(
         "reference": reference,
         "candidate": candidate,
     }
+    if "base" in answers:  # the reference is the active version: the base, for the record
+        out["base"] = scores(fidelity.probes, answers["base"], None)
+    return out
 
 
 def evaluate_candidate(
