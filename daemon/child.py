@@ -222,7 +222,9 @@ class TrainingChild:
         for ev in events:
             if isinstance(ev, DoneEvent):
                 seen["done"] = ev
-            elif isinstance(ev, ErrorEvent):
+            elif isinstance(ev, ErrorEvent) and seen["error"] is None:
+                # The first error is the cause: under torchrun the other ranks fail after
+                # the one that crashed (stopped by torchrun, or a collective broken).
                 seen["error"] = ev.message
             apply_event(progress, ev)
         return bool(chunk)
@@ -247,8 +249,10 @@ class TrainingChild:
         if self._proc.poll() is None:
             self._signal(signal.SIGKILL)
         self._proc.wait()
-        # Nothing of the job may outlive it.
+        # Nothing of the job may outlive it: its group, and the torchrun ranks, which
+        # run in sessions of their own.
         self._signal(signal.SIGKILL)
+        end_run_processes(str(self.run_dir))
 
     def _signal(self, sig: int) -> None:
         assert self._proc is not None
@@ -359,10 +363,33 @@ def kill_orphan(pid: int | None, run_dir: str | None) -> bool:
         return False
     if run_dir.encode() not in cmdline:
         return False
+    killed = False
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-        return True
-    return False
+        killed = True
+    return end_run_processes(run_dir) > 0 or killed
+
+
+def end_run_processes(run_dir: str) -> int:
+    """SIGKILL every process of this user whose command line trains ``run_dir``
+    (``--run-dir run_dir``): what a process group does not hold, such as the ranks
+    torchrun starts in sessions of their own. Returns how many were signalled."""
+    wanted = [b"--run-dir", run_dir.encode()]
+    me, uid, count = os.getpid(), os.getuid(), 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if entry.stat().st_uid != uid:
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(argv[i : i + 2] == wanted for i in range(len(argv) - 1)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+                count += 1
+    return count
 
 
 def _last_line(path: Path) -> str | None:

@@ -64,6 +64,7 @@ from services.training.config import CONFIG_FILE, ResolvedConfig, resolve_config
 from services.training.dataset_reader import DATASET_FILE, Selection, read_dataset, select
 from services.training.errors import BadInputError, TrainingConfigError
 from services.training.progress import ProgressWriter
+from services.training.ranks import Ranks, die_with_parent, progress_fd
 
 if TYPE_CHECKING:
     from services.training.recipe import FineTuneRecipe
@@ -114,7 +115,20 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _setup_logging(run_dir: Path) -> TextIO:
+def _setup_logging(run_dir: Path, ranks: Ranks | None) -> TextIO | None:
+    """train.log and stderr; a rank other than 0 logs to stderr only, named by its rank."""
+    if ranks is not None and not ranks.main:
+        structlog.configure(
+            processors=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S"),
+                lambda _, __, event: {**event, "rank": ranks.rank},
+                structlog.dev.ConsoleRenderer(colors=False),
+            ],
+            logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+            cache_logger_on_first_use=True,
+        )
+        return None
     log_file = open(run_dir / "train.log", "a", encoding="utf-8")  # noqa: SIM115 - process-long
     structlog.configure(
         processors=[
@@ -171,12 +185,21 @@ def _is_oom(exc: BaseException) -> bool:
     )
 
 
-def _progress(args: argparse.Namespace) -> ProgressWriter:
-    fd = args.progress_fd
+class RankProgress(ProgressWriter):
+    """The progress of a rank other than 0: only its own failure (the ``error`` event)."""
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if event == "error":
+            super().emit(event, **fields)
+
+
+def _progress(args: argparse.Namespace, ranks: Ranks | None) -> ProgressWriter:
+    fd = args.progress_fd if ranks is None else progress_fd(args.progress_fd)
     if fd == 1:  # keep the protocol stream clean: anything else printed goes to stderr
         fd = os.dup(1)
         os.dup2(2, 1)
-    return ProgressWriter(args.run_dir / "progress.jsonl", fd)
+    writer = ProgressWriter if ranks is None or ranks.main else RankProgress
+    return writer(args.run_dir / "progress.jsonl", fd)
 
 
 def _gate(
@@ -203,9 +226,38 @@ def _gate(
     )
 
 
-def _run(args: argparse.Namespace, progress: ProgressWriter) -> None:
+def _recipe(
+    args: argparse.Namespace,
+    ranks: Ranks | None,
+    progress: ProgressWriter,
+    resolved: ResolvedConfig,
+    selection: Selection,
+) -> FineTuneRecipe:
+    """The recipe: this process alone, or its rank's share of a torchrun job."""
+    common: dict[str, Any] = {
+        "run_dir": args.run_dir,
+        "kind": args.kind,
+        "base_dir": resolve_base_model(args.base, args.cache_dir),
+        "resolved": resolved,
+        "selection": selection,
+        "device_name": args.device,
+        "merge": args.merge,
+        "progress": progress,
+    }
+    if ranks is None:
+        from services.training.recipe import FineTuneRecipe
+
+        return FineTuneRecipe(**common)
+    from services.training.distributed import DistributedRecipe, init_process_group
+
+    common["device_name"] = init_process_group(ranks, args.device)
+    return DistributedRecipe(ranks=ranks, **common)
+
+
+def _run(args: argparse.Namespace, progress: ProgressWriter, ranks: Ranks | None) -> None:
     """Dataset, configuration, the recipe's setup and training, the gate, the ``done``
-    event. torch is first imported after the dataset and the configuration are checked."""
+    event. torch is first imported after the dataset and the configuration are checked.
+    Under torchrun every rank trains; rank 0 alone then runs the gate and reports."""
     records = read_dataset(args.run_dir / DATASET_FILE)
     resolved = _resolved(args, len(records))
     selection = select(records, resolved.config)
@@ -214,21 +266,16 @@ def _run(args: argparse.Namespace, progress: ProgressWriter) -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    from services.training.recipe import FineTuneRecipe
-
-    recipe = FineTuneRecipe(
-        run_dir=args.run_dir,
-        kind=args.kind,
-        base_dir=resolve_base_model(args.base, args.cache_dir),
-        resolved=resolved,
-        selection=selection,
-        device_name=args.device,
-        merge=args.merge,
-        progress=progress,
-    )
+    recipe = _recipe(args, ranks, progress, resolved, selection)
     try:
         recipe.setup()
         artifact, metrics = recipe.train()
+        if ranks is not None:
+            from services.training.distributed import close_process_group
+
+            close_process_group()
+            if not ranks.main:
+                return
         metrics["gate"] = _gate(args, recipe, artifact, resolved, selection)
     finally:
         recipe.cleanup()
@@ -243,13 +290,16 @@ def _run(args: argparse.Namespace, progress: ProgressWriter) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    ranks = Ranks.from_env()
+    if ranks is not None:
+        die_with_parent()
     args.run_dir.mkdir(parents=True, exist_ok=True)
-    progress = _progress(args)
-    log_file = _setup_logging(args.run_dir)
+    progress = _progress(args, ranks)
+    log_file = _setup_logging(args.run_dir, ranks)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     try:
-        _run(args, progress)
+        _run(args, progress, ranks)
         code, message = ExitCode.OK, ""
     except (BadInputError, TrainingConfigError) as exc:
         code, message = ExitCode.BAD_INPUT, str(exc)
@@ -262,10 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if code != ExitCode.OK:
+        if ranks is not None:
+            message = f"rank {ranks.rank}: {message}"
         log.error("training failed", message=message, exit_code=int(code))
         progress.emit("error", message=message, code=int(code))
     progress.close()
-    log_file.close()
+    if log_file is not None:
+        log_file.close()
     return code
 
 

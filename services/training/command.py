@@ -17,6 +17,11 @@ Merge a LoRA adapter into a full model (see ``services/training/merge.py``)::
     python -m services.training.merge --base SPEC --adapter DIR --out DIR --cache-dir DIR
 
 Pass the progress pipe's write end with ``pass_fds=(fd,)`` and ``--progress-fd fd``.
+
+Under torchrun (``nproc_per_node``)::
+
+    python -m torch.distributed.run --standalone --nproc-per-node N --max-restarts 0 \
+        -m services.training --run-dir DIR ...
 """
 
 from __future__ import annotations
@@ -40,6 +45,16 @@ class ExitCode(enum.IntEnum):
     CANCELLED = 5  # SIGTERM or SIGINT
 
 
+def torchrun_processes(launcher: str, nproc_per_node: int | None) -> int | str | None:
+    """The ranks of a job (``training.launcher``, ``training.nproc_per_node``): None for one
+    process without torchrun; else the configured count, or ``"gpu"`` (torchrun starts one
+    rank per visible GPU). The memory planner (``memory_plan.job_devices``) plans a job
+    for this many devices."""
+    if launcher != "torchrun":
+        return None
+    return nproc_per_node if nproc_per_node is not None else "gpu"
+
+
 def build_command(
     *,
     run_dir: Path,
@@ -55,9 +70,16 @@ def build_command(
     reference_adapter: Path | None = None,
     judge: JudgeConfig | None = None,
     python: str = sys.executable,
+    nproc_per_node: int | str | None = None,
 ) -> list[str]:
-    """The argv that trains ``kind`` on ``<run_dir>/fine_tune_dataset.jsonl``."""
-    argv = [python, "-m", "services.training", "--run-dir", str(run_dir), "--kind", kind]
+    """The argv that trains ``kind`` on ``<run_dir>/fine_tune_dataset.jsonl``: one process,
+    or with ``nproc_per_node`` (a count, or ``gpu``: every visible GPU) the same child
+    under torchrun, one rank per process (see ``services.training.ranks``)."""
+    argv = [python]
+    if nproc_per_node is not None:
+        argv += ["-m", "torch.distributed.run", "--standalone"]
+        argv += ["--nproc-per-node", str(nproc_per_node), "--max-restarts", "0"]
+    argv += ["-m", "services.training", "--run-dir", str(run_dir), "--kind", kind]
     argv += ["--base", base, "--cache-dir", str(cache_dir)]
     if config is not None:
         argv += ["--config", str(config)]
