@@ -30,6 +30,7 @@ from services.index import VectorIndex
 from services.ingest import make_curator
 from services.ledger import Ledger
 from services.publish.release import ReleaseConfig, align_published
+from services.ray_jobs import RayJobError, check_shared_storage
 from services.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -141,6 +142,8 @@ class Daemon:
             s, before_training=self._free_gpu, retrieve=self._retrieve
         )
         triggers = Triggers(s, on_queued=supervisor.wake, now=_local_now)
+        if s.training.backend == "ray":
+            self._check_cluster(supervisor)
         with Ledger(s.ledger_path) as ledger:  # creates and migrates
             self._recover(ledger, triggers, supervisor.release_config())
         schedules, worker, watcher = self._wire(triggers)
@@ -227,7 +230,8 @@ class Daemon:
         """At start-up: retry the jobs a stop or crash interrupted, catch up on missed
         schedules, put the published models back in line with the ledger."""
         s = self.settings
-        for old, retry in ledger.recover_interrupted(s.training.max_attempts):
+        remote = s.training.backend == "ray"
+        for old, retry in ledger.recover_interrupted(s.training.max_attempts, keep_remote=remote):
             log.warning(
                 "job interrupted by a stop or crash",
                 job_id=old.id,
@@ -235,11 +239,27 @@ class Daemon:
                 retry=retry.id if retry else None,
                 orphan_killed=kill_orphan(old.pid, old.run_dir),
             )
+        if remote and self.supervisor is not None:
+            # Jobs still on the Ray cluster: followed again, never killed nor repeated.
+            left = [j for j in ledger.jobs(states=("running",), limit=10_000) if j.remote]
+            for job in left:
+                log.info("re-attaching to a Ray job", job_id=job.id, remote=job.remote)
+            self.supervisor.adopt(left)
         triggers.catch_up(ledger)
         try:
             align_published(ledger, release)
         except Exception:
             log.exception("cannot align the published models with the ledger")
+
+    def _check_cluster(self, supervisor: Supervisor) -> None:
+        """backend 'ray': the cluster answers and shares the state directory, or the
+        daemon does not start (one line saying what is missing)."""
+        try:
+            check_shared_storage(
+                supervisor.ray(), self.settings.state_dir, supervisor.release_config().python
+            )
+        except RayJobError as exc:
+            raise SystemExit(f"personad: {exc}") from exc
 
     def _retrieve(self, profile: str, question: str, k: int) -> list[tuple[str, str]]:
         """The memories ``ask`` would retrieve (none while the index is down)."""

@@ -15,6 +15,7 @@ import contextlib
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 import structlog
 
 from daemon.child import MemoryLimit, Outcome, TimeLimit, TrainingChild, classify_exit
+from daemon.remote_job import Detached, RemoteJob
 from services.curation import load_mode_config, load_rules
 from services.errors import PersonadError
 from services.fidelity.judge import judge_config
@@ -30,9 +32,10 @@ from services.ledger import Job, Ledger, LedgerError
 from services.lifecycle import JobPlan, ProfileHistory, judge, plan_full, plan_lora, skip_reason
 from services.publish.local import LocalRegistry
 from services.publish.release import ReleaseConfig, StaleBase, release
+from services.ray_jobs import RayJobError, RayJobs
 from services.run_prep import OWN_PROBES, Retrieve, new_run_dir, prepare_training_run
 from services.settings import Settings
-from services.training.command import build_command
+from services.training.command import build_command, torchrun_processes
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +70,8 @@ class Supervisor:
         self._lock = threading.Lock()
         self._running: dict[int, Running] = {}
         self._threads: list[threading.Thread] = []
+        self._adopted: list[Job] = []  # Ray jobs a restart re-attaches to
+        self._ray: RayJobs | None = None
 
     # -- control from other threads ---------------------------------------------
     def start(self) -> None:
@@ -77,6 +82,17 @@ class Supervisor:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def adopt(self, jobs: list[Job]) -> None:
+        """Jobs still running on the Ray cluster from an earlier daemon: followed first."""
+        with self._lock:
+            self._adopted.extend(jobs)
+        self._wake.set()
+
+    def ray(self) -> RayJobs:
+        if self._ray is None:
+            self._ray = RayJobs(self.settings.training.ray_address or "")
+        return self._ray
 
     def running(self) -> dict[int, dict[str, Any]]:
         with self._lock:
@@ -125,8 +141,13 @@ class Supervisor:
         if ledger.globally_paused():
             return None
         with self._lock:
+            if self._adopted:
+                adopted = self._adopted.pop(0)
+                self._running[adopted.id] = Running(adopted, Path(adopted.run_dir or ""))
+                return adopted
             # Never two jobs of one profile at once; paused profiles wait.
             busy = {r.job.profile for r in self._running.values()} | ledger.paused_profiles()
+            busy |= {j.profile for j in self._adopted}
             job = ledger.next_queued(exclude_profiles=busy)
             if job is None:
                 return None
@@ -157,6 +178,10 @@ class Supervisor:
         run = self._running[job.id]
         structlog.contextvars.bind_contextvars(profile=job.profile, job_id=job.id)
         try:
+            if job.remote is not None:  # re-attached after a restart
+                log.info("following the Ray job again", run_dir=str(run.run_dir))
+                self._finish(ledger, job, self._reattach(ledger, job, run))
+                return
             log.info("job started", kind=job.kind, mode=job.mode, run_dir=str(run.run_dir))
             self._finish(ledger, job, self._attempt(ledger, job, run))
         finally:
@@ -207,12 +232,76 @@ class Supervisor:
             return Outcome(state, "stopped before training")
         if self.before_training is not None:
             self.before_training()
-        outcome = self._train(ledger, run)
+        if s.training.backend == "ray":
+            outcome = self._train_remote(ledger, run, plan)
+        else:
+            outcome = self._train(ledger, run)
         if outcome.result is not None:
             outcome = replace(outcome, result={**outcome.result, "plan": plan})
         if outcome.state == "succeeded":
             outcome = self._accept(ledger, job, run, outcome, plan)
         return outcome
+
+    def _train_remote(self, ledger: Ledger, run: Running, plan: dict[str, Any]) -> Outcome:
+        """The training child as a Ray job; its submission id (and the plan, to publish
+        after a restart) go into the ledger before it is submitted."""
+        s = self.settings
+        sid = f"personad-{run.job.profile}-job{run.job.id}-{uuid.uuid4().hex[:8]}"
+        remote = {"backend": "ray", "address": s.training.ray_address, "submission_id": sid}
+        ledger.set_remote(run.job.id, {**remote, "plan": plan})
+        try:
+            self.ray().submit(
+                self._command(run, None), submission_id=sid, num_gpus=s.training.ray_gpus
+            )
+        except RayJobError as exc:
+            return Outcome("failed", f"cannot start the Ray job: {exc}", str(exc))
+        log.info("Ray job submitted", submission_id=sid)
+        return self._follow(ledger, run, sid)
+
+    def _reattach(self, ledger: Ledger, job: Job, run: Running) -> Outcome:
+        """A job a stopped or killed daemon left on the cluster: followed to its end and
+        published, never submitted again."""
+        remote = job.remote or {}
+        plan = dict(remote.get("plan") or {})
+        run.base = plan.get("base")
+        outcome = self._follow(ledger, run, str(remote.get("submission_id")))
+        if outcome.state == "succeeded":
+            outcome = replace(outcome, result={**(outcome.result or {}), "plan": plan})
+            outcome = self._accept(ledger, job, run, outcome, plan)
+        return outcome
+
+    def _follow(self, ledger: Ledger, run: Running, sid: str) -> Outcome:
+        s = self.settings
+        follower = RemoteJob(
+            self.ray(),
+            sid,
+            run.run_dir,
+            time_limit=TimeLimit(s.training.job_timeout_s, s.training.stop_grace_s),
+            started=run.started,
+            heartbeat_s=PROGRESS_EVERY_S,
+        )
+
+        def save_progress() -> None:
+            if run.progress:
+                ledger.set_progress(run.job.id, run.progress)
+
+        end = follower.follow(
+            run.progress,
+            stop_requested=lambda: run.cancel,
+            detach_requested=self._stopping.is_set,
+            heartbeat=save_progress,
+        )
+        if isinstance(end, Detached):
+            return Outcome("detached", f"left running on the Ray cluster as {sid}")
+        save_progress()
+        return classify_exit(
+            end.returncode,
+            done=end.done,
+            last_error=end.last_error,
+            cancelled=run.cancel,
+            timed_out=end.timed_out,
+            stopping=False,
+        )
 
     def release_config(self) -> ReleaseConfig:
         s = self.settings
@@ -261,6 +350,9 @@ class Supervisor:
         return replace(outcome, reason=f"published v{rel.version}", result=result)
 
     def _finish(self, ledger: Ledger, job: Job, outcome: Outcome) -> None:
+        if outcome.state == "detached":  # still running on the cluster
+            log.info("job left on the Ray cluster", reason=outcome.reason)
+            return
         if outcome.state == "interrupted":
             # Stopped with the daemon: the retry waits in the queue for the next start.
             retry = ledger.interrupt_job(
@@ -279,27 +371,33 @@ class Supervisor:
         event = "job succeeded" if outcome.state == "succeeded" else "job ended"
         log.info(event, state=outcome.state, reason=outcome.reason)
 
-    def _train(self, ledger: Ledger, run: Running) -> Outcome:
-        """The training child, from spawn to its outcome."""
+    def _command(self, run: Running, progress_fd: int | None) -> list[str]:
+        """The training child's command line (under torchrun with that launcher)."""
         s = self.settings
         # The gate compares the candidate with the active model (else the base).
         ref_model, ref_adapter = LocalRegistry(s.state_dir / "models").serving_model(
             run.job.profile, ""
         )
+        return build_command(
+            run_dir=run.run_dir,
+            kind=run.job.kind,
+            base=run.base or s.training.base_model,
+            cache_dir=s.state_dir / "base-models",
+            progress_fd=progress_fd,
+            device=s.training.device,
+            python=self._python(),
+            reference_model=ref_model or None,
+            reference_adapter=ref_adapter,
+            judge=judge_config(s.eval.judge_model, s.ollama.url, s.eval.judge_timeout_s),
+            nproc_per_node=torchrun_processes(s.training.launcher, s.training.nproc_per_node),
+        )
+
+    def _train(self, ledger: Ledger, run: Running) -> Outcome:
+        """The training child, from spawn to its outcome."""
+        s = self.settings
 
         def command(progress_fd: int) -> list[str]:
-            return build_command(
-                run_dir=run.run_dir,
-                kind=run.job.kind,
-                base=run.base or s.training.base_model,
-                cache_dir=s.state_dir / "base-models",
-                progress_fd=progress_fd,
-                device=s.training.device,
-                python=self._python(),
-                reference_model=ref_model or None,
-                reference_adapter=ref_adapter,
-                judge=judge_config(s.eval.judge_model, s.ollama.url, s.eval.judge_timeout_s),
-            )
+            return self._command(run, progress_fd)
 
         def save_progress() -> None:
             if run.progress:

@@ -199,6 +199,42 @@ class TrainingSettings(_Section):
         "unset: the GPU's free memory, or without a GPU the RAM available (capped by "
         "memory_limit_mb).",
     )
+    launcher: Literal["local", "torchrun"] = Field(
+        "local",
+        description="How a training child starts: 'local' (one process) or 'torchrun' (one "
+        "process per device: DDP for LoRA, FSDP2 for full fine-tunes; rank 0 writes).",
+    )
+    nproc_per_node: int | None = Field(
+        None,
+        ge=1,
+        le=1024,
+        description="Processes of a torchrun job; unset: every visible GPU (torchrun counts "
+        "them). Required with device = 'cpu'.",
+    )
+
+    backend: Literal["local", "ray"] = Field(
+        "local",
+        description="Where training children run: 'local' (this machine) or 'ray' (jobs on "
+        "the Ray cluster at ray_address, which must share the state directory).",
+    )
+    ray_address: str | None = Field(
+        None,
+        description="The Ray cluster's job server, e.g. 'http://head:8265' (backend 'ray').",
+    )
+    ray_gpus: float = Field(
+        0, ge=0, description="GPUs a Ray training job asks the cluster for (backend 'ray')."
+    )
+
+    @model_validator(mode="after")
+    def _launcher_and_backend_complete(self) -> TrainingSettings:
+        if self.backend == "ray" and not self.ray_address:
+            raise ValueError("backend 'ray' needs training.ray_address (e.g. http://head:8265)")
+        if self.launcher == "torchrun" and self.nproc_per_node is None and self.device == "cpu":
+            raise ValueError(
+                "launcher 'torchrun' on device 'cpu' needs training.nproc_per_node "
+                "(there are no GPUs to count)"
+            )
+        return self
 
 
 class TriggerSettings(_Section):

@@ -78,6 +78,7 @@ SLOW = (
     "*/test_demo.py::*",
     "*/test_jobs_e2e.py::*",
     "*/test_chroma_server.py::*",
+    "*/test_ray_backend.py::*",
     "*/test_ingest_e2e.py::*",  # one daemon; later tests build on the first one's profiles
     "*/test_http_api.py::*",  # one daemon for the module, two more for the start-up cases
     "*/test_dashboard_browser.py::*",
@@ -98,6 +99,8 @@ SLOW = (
     "*/test_eval_gate.py::*",
     "*/test_gate_judge.py::*",
     "*/test_training_child.py::*",
+    "*/test_torchrun.py::*",
+    "*/test_torchrun_child.py::*",
     "*/test_generation.py::test_the_cli_*",
     "*/test_generation.py::test_no_repeat_ngram_*",
     "*/test_training_light_imports.py::*",

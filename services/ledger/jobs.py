@@ -37,6 +37,8 @@ class Job:
     retry_of: int | None
     exit_code: int | None
     pid: int | None
+    # A job running on a cluster: {"backend", "address", "submission_id", "plan"}.
+    remote: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -70,6 +72,7 @@ def _job(row: dict[str, Any]) -> Job:
         retry_of=row["retry_of"],
         exit_code=row["exit_code"],
         pid=row["pid"],
+        remote=json.loads(row["remote"]) if row.get("remote") else None,
     )
 
 
@@ -158,6 +161,11 @@ class JobStore(Database):
         with self.transaction() as db:
             db.execute("UPDATE jobs SET pid = ? WHERE id = ?", [pid, job_id])
 
+    def set_remote(self, job_id: int, remote: dict[str, Any]) -> None:
+        """Where a running job runs on a cluster (kept so a restart re-attaches to it)."""
+        with self.transaction() as db:
+            db.execute("UPDATE jobs SET remote = ? WHERE id = ?", [json.dumps(remote), job_id])
+
     def set_progress(self, job_id: int, progress: dict[str, Any]) -> None:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET progress = ? WHERE id = ?", [json.dumps(progress), job_id])
@@ -197,12 +205,16 @@ class JobStore(Database):
             )
             return cur.rowcount == 1
 
-    def recover_interrupted(self, max_attempts: int) -> list[tuple[Job, Job | None]]:
+    def recover_interrupted(
+        self, max_attempts: int, *, keep_remote: bool = False
+    ) -> list[tuple[Job, Job | None]]:
         """At start-up: every job left running (the daemon was killed) becomes
-        interrupted and is retried as :meth:`interrupt_job` does."""
+        interrupted and is retried as :meth:`interrupt_job` does; with ``keep_remote``,
+        a job submitted to a cluster stays running (the daemon re-attaches to it)."""
         return [
             (old, self.interrupt_job(old, max_attempts))
             for old in self.jobs(states=("running",), limit=10_000)
+            if not (keep_remote and old.remote)
         ]
 
     def interrupt_job(

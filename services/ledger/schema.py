@@ -128,4 +128,10 @@ MIGRATIONS: list[tuple[str, str]] = [
         CREATE INDEX samples_eligible ON samples (profile, excluded, created_at);
         """,
     ),
+    (
+        "0005_remote_jobs",
+        """
+        ALTER TABLE jobs ADD COLUMN remote TEXT;
+        """,
+    ),
 ]
