@@ -16,8 +16,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon import render
+from daemon import render, render_profile
 from daemon.cli_local import EXIT_FAILED, LOCAL_COMMANDS
+from daemon.cli_profile import add_commands as add_profile_data_commands
+from daemon.cli_profile import overrides, remember_args, remember_interactive
 from daemon.client import ClientError, CommandFailed, ControlClient, DaemonNotRunning
 from daemon.interrupt import Interrupted, interruptible
 from services.profile_names import InvalidProfileName, check_profile_name
@@ -63,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _memory_commands(commands)
     _training_commands(commands)
     _profile_commands(commands)
+    add_profile_data_commands(commands, _profile)
     _model_commands(commands)
     _dataset_command(commands)
     return parser
@@ -123,6 +126,12 @@ def _training_commands(commands: _Commands) -> None:
         action="store_true",
         help="train on the profile's whole eligible corpus, not only what is new",
     )
+    train.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what the job would do (model, dataset, settings, memory, time); queue nothing",
+    )
+    train.add_argument("--name", help="the name of the published model (letters, digits, . _ -)")
 
     commands.add("jobs", "training jobs, newest first")
     cancel = commands.add("cancel", "cancel a queued or running job")
@@ -239,10 +248,14 @@ CLIENT_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]],
             "preset": a.preset,
             "force": a.force,
             "all": a.all,
-            "config": _overrides(a.overrides),
+            "config": overrides(a.overrides),
+            "dry_run": a.dry_run,
+            "name": a.name,
         },
-        render.train,
+        render_profile.train,
     ),
+    "stats": (lambda a: {"profile": a.profile}, render_profile.stats),
+    "remember": (remember_args, render_profile.remembered),
     "jobs": (lambda a: {}, render.jobs),
     "cancel": (lambda a: {"job": a.job}, render.cancel),
     "versions": (lambda a: {"profile": a.profile}, render.versions),
@@ -275,21 +288,6 @@ CLIENT_COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], dict[str, Any]],
 }
 
 
-def _overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``["lora.r=8", "lr_scheduler=linear"]`` -> ``{"lora.r": 8, "lr_scheduler": "linear"}``."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        key = key.strip()
-        if not sep or not key or not text.strip():
-            raise SystemExit(f"personad: --set takes KEY=VALUE (e.g. lora.r=8), not {pair!r}")
-        try:
-            out[key] = json.loads(text)
-        except json.JSONDecodeError:
-            out[key] = text.strip()
-    return out
-
-
 def _version_number(text: str | None, flag: str = "--to") -> int | None:
     if text is None:
         return None
@@ -304,6 +302,8 @@ def _wait_for_job(client: ControlClient, job_id: int, as_json: bool) -> int:
     job = render.follow_job(lambda: _find_job(client, job_id), quiet=as_json)
     if as_json:
         print(json.dumps(job, indent=2, default=str))
+    else:
+        render_profile.finished(job)
     return 0 if job["state"] == "succeeded" else EXIT_FAILED
 
 
@@ -372,8 +372,10 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
         # eval waits for its child (ask.timeout_s x 4 at most), every other command less.
         timeout = settings.ask.timeout_s * 4 + 60 if args.command == "eval" else 600.0
         with ControlClient(settings.socket_file, timeout=timeout) as client:
+            if args.command == "remember" and args.interactive:
+                return remember_interactive(client, args)
             result = client.call(args.command, to_args(args))
-            if args.command == "train" and args.wait:
+            if args.command == "train" and args.wait and not args.dry_run:
                 if not args.json:
                     printer(result, args)
                 try:

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from daemon.control import CommandError, Handler
+from daemon.profile_commands import ProfileCommands
 from daemon.runtime import Runtime
+from daemon.train_command import queue_job, summary_context, train_request
 from daemon.version_eval import EvalChildren, EvalRun, prepare_eval, run_eval
 from services.ask import AskConfig, AskError
 from services.ask import ask as answer_question
@@ -58,7 +60,7 @@ def _int_arg(args: dict[str, Any], name: str, default: int, lo: int, hi: int) ->
     return value
 
 
-class Commands:
+class Commands(ProfileCommands):
     """Handlers run blocking work (ledger, index) on a small thread pool; each pool
     thread has its own ledger connection."""
 
@@ -88,6 +90,8 @@ class Commands:
             "eval": self.eval,
             "run_info": self.run_info,
             "dashboard": self.dashboard,
+            "stats": self.stats,
+            "remember": self.remember,
         }
 
     def close(self) -> None:
@@ -250,43 +254,18 @@ class Commands:
         return out
 
     async def train(self, args: dict[str, Any]) -> dict[str, Any]:
-        profile = _str_arg(args, "profile")
-        kind = args.get("kind", "lora")
-        if kind not in ("lora", "full"):
-            raise CommandError("bad_args", "'kind' must be 'lora' or 'full'")
-        mode = args.get("mode")
-        if mode is not None and mode not in ("dual", "emulation", "agent"):
-            raise CommandError("bad_args", "'mode' must be dual, emulation or agent")
-        preset = args.get("preset")
-        if preset is not None and preset not in ("quick", "balanced", "quality"):
-            raise CommandError("bad_args", "'preset' must be quick, balanced or quality")
-        config = args.get("config") or {}
-        if not isinstance(config, dict):
-            raise CommandError("bad_args", "'config' must be an object of settings")
-        assert profile is not None
-
-        request = {
-            "preset": preset,
-            "config": config,
-            "force": bool(args.get("force")),
-            "all": bool(args.get("all")),
-        }
+        """Queue a job (or, with ``dry_run``, only say what it would do)."""
+        req = train_request(args)
+        ctx = summary_context(self.rt.settings)
+        dry_run = bool(args.get("dry_run"))
 
         def enqueue() -> dict[str, Any]:
-            self._known_profile(profile)
-            job, created = self._ledger().enqueue_job(
-                profile, kind, mode=mode, args=request, reason="manual"
-            )
-            out: dict[str, Any] = {"job": job.to_dict(), "created": created}
-            if not created:
-                out["coalesced"] = (
-                    f"the same request (profile {profile}, kind {kind}, mode "
-                    f"{mode or 'all'}) is already {job.state} as job {job.id}"
-                )
-            return out
+            self._known_profile(req.profile)
+            return queue_job(self._ledger(), req, ctx, dry_run=dry_run)
 
         result = await self._run(enqueue)
-        self._wake_jobs()
+        if not dry_run:
+            self._wake_jobs()
         return result
 
     async def run_info(self, args: dict[str, Any]) -> dict[str, Any]:

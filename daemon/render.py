@@ -164,14 +164,6 @@ def _progress_text(p: dict[str, Any] | None) -> str:
     return ", ".join(parts)
 
 
-def train(result: dict[str, Any], args: argparse.Namespace) -> None:
-    job = result["job"]
-    verb = "queued" if result["created"] else f"already {job['state']} (coalesced)"
-    console.print(f"job {job['id']}: {job['kind']} for {job['profile']} {verb}")
-    if result.get("coalesced"):
-        console.print(f"  {result['coalesced']}")
-
-
 def jobs(result: dict[str, Any], args: argparse.Namespace) -> None:
     rows = result.get("jobs") or []
     if not rows:

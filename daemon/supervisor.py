@@ -25,11 +25,13 @@ import structlog
 
 from daemon.child import MemoryLimit, Outcome, TimeLimit, TrainingChild, classify_exit
 from daemon.remote_job import Detached, RemoteJob
+from daemon.train_command import model_size
 from services.curation import load_mode_config, load_rules
 from services.errors import PersonadError
 from services.fidelity.judge import judge_config
+from services.job_summary import plan_for_job
 from services.ledger import Job, Ledger, LedgerError
-from services.lifecycle import JobPlan, ProfileHistory, judge, plan_full, plan_lora, skip_reason
+from services.lifecycle import JobPlan, judge, skip_reason
 from services.publish.local import LocalRegistry
 from services.publish.release import ReleaseConfig, StaleBase, release
 from services.ray_jobs import RayJobError, RayJobs
@@ -159,18 +161,13 @@ class Supervisor:
 
     def _plan(self, ledger: Ledger, job: Job) -> JobPlan:
         """What the job trains on (services.lifecycle decides; the ledger tells)."""
-        s = self.settings
-        if job.kind == "full":
-            return plan_full(s.training.base_model)
-        current, base_job = ledger.current_base(job.profile)
-        cut = ledger.last_training_cut(job.profile)
-        new, old = ledger.sample_records_split(job.profile, cut)
-        history = ProfileHistory(current, base_job, cut, new, old)
-        return plan_lora(
-            history,
+        return plan_for_job(
+            ledger,
+            job.profile,
+            job.kind,
             job_id=job.id,
-            original_base=s.training.base_model,
-            triggers=s.triggers,
+            original_base=self.settings.training.base_model,
+            triggers=self.settings.triggers,
             everything=bool(job.args.get("all")),
         )
 
@@ -237,7 +234,17 @@ class Supervisor:
         else:
             outcome = self._train(ledger, run)
         if outcome.result is not None:
-            outcome = replace(outcome, result={**outcome.result, "plan": plan})
+            metrics = outcome.result.get("metrics") or {}
+            size = model_size(run.run_dir / ("adapter" if job.kind == "lora" else "model"))
+            result = {
+                **outcome.result,
+                "plan": plan,
+                "examples": prepared.n_train,
+                "training_seconds": metrics.get("train_seconds"),
+                "model_size_bytes": size,
+                "model_size_mb": None if size is None else round(size / 1e6, 3),
+            }
+            outcome = replace(outcome, result=result)
         if outcome.state == "succeeded":
             outcome = self._accept(ledger, job, run, outcome, plan)
         return outcome
@@ -339,6 +346,7 @@ class Supervisor:
                 kind=job.kind,
                 run_dir=run.run_dir,
                 plan=plan,
+                name=job.args.get("name"),
             )
         except StaleBase as exc:
             return replace(outcome, state="rejected", reason=str(exc))

@@ -77,6 +77,8 @@ SLOW = (
     # tests/daemon
     "*/test_demo.py::*",
     "*/test_jobs_e2e.py::*",
+    "*/test_profile_commands.py::*",
+    "*/test_supervisor.py::test_force_with_nothing_new_is_skipped_and_all_retrains_*",
     "*/test_chroma_server.py::*",
     "*/test_ray_backend.py::*",
     "*/test_ingest_e2e.py::*",  # one daemon; later tests build on the first one's profiles

@@ -114,7 +114,10 @@ def release(
     kind: str,
     run_dir: Path,
     plan: dict[str, Any],
+    name: str | None = None,
 ) -> Release:
+    """Publish a run's candidate as the profile's next version (see the module doc for
+    the order); ``name`` (``train --name``) is recorded in its ``version.json``."""
     check_base_current(ledger, profile, kind, plan)
     base = str(plan.get("base") or "")
     version = ledger.next_version(profile)
@@ -126,7 +129,7 @@ def release(
         artifact,
         kind=kind,
         base=base or None,
-        info={"job": job_id, "run_dir": str(run_dir)},
+        info={"job": job_id, "run_dir": str(run_dir), **({"name": name} if name else {})},
     )
     ollama_model = digest = None
     try:

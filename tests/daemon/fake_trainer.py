@@ -61,7 +61,8 @@ def main() -> int:
                 json.dump({"peft_type": "LORA", "r": 4, "base_model_name_or_path": base}, f)
             with open(os.path.join(artifact, "adapter_model.safetensors"), "wb") as f:
                 f.write(b"stand-in adapter weights")
-        emit({"event": "done", "metrics": {"eval_loss": 0.5, "gate": gate}, "artifact": artifact})
+        metrics = {"eval_loss": 0.5, "steps": 4, "train_seconds": 0.4, "gate": gate}
+        emit({"event": "done", "metrics": metrics, "artifact": artifact})
         return 0
     if behaviour == "crash":
         emit({"event": "error", "message": "CUDA error: device-side assert", "code": 1})
