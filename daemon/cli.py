@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import render, render_profile
+from daemon.cli_backup import add_commands as add_backup_commands
 from daemon.cli_local import EXIT_FAILED, LOCAL_COMMANDS
 from daemon.cli_profile import add_commands as add_profile_data_commands
 from daemon.cli_profile import overrides, remember_args, remember_interactive
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile_data_commands(commands, _profile)
     _model_commands(commands)
     _dataset_command(commands)
+    add_backup_commands(commands)
     return parser
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon import render
+from daemon.cli_backup import run_backup, run_restore
 from services.settings import Settings
 
 EXIT_FAILED = 1
@@ -131,4 +132,6 @@ LOCAL_COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "demo": _demo,
     "dataset": _dataset,
     "report": _report,
+    "backup": run_backup,
+    "restore": run_restore,
 }

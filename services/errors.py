@@ -7,7 +7,9 @@ handles a kind of failure catches that package's root. The tree::
     PersonadError
     ├── SettingsError            services.settings: the configuration file or environment
     ├── InvalidProfileName       services.profile_names: a name outside the profile pattern
+    ├── BackupError              services.backup: a backup or restore that cannot be done
     ├── LedgerError              services.ledger: the SQLite ledger
+    │   └── LedgerUnusable           damaged, or written by a newer personad: start-up stops
     ├── MemoriesError            services.memories: a memory file cannot be parsed
     │   └── RecordError              one record of it
     ├── EmbeddingError           services.embedding: the embedding model

@@ -97,6 +97,7 @@ SLOW = (
     "*/test_foreign_files.py::test_socket_and_cli_*",
     "*/test_interruption.py::*",
     "*/test_damaged_stores.py::*",
+    "*/test_backup_restore.py::*",
     # tests/services
     "*/test_eval_gate.py::*",
     "*/test_gate_judge.py::*",
