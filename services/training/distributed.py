@@ -40,9 +40,7 @@ from services.training.recipe import FineTuneRecipe
 def init_process_group(ranks: Ranks, device_name: str) -> str:
     """Join the job's process group: gloo on a CPU, NCCL on CUDA. Returns the device
     name this rank trains on (``cuda:<local rank>`` or ``cpu``)."""
-    cuda = device_name != "cpu" and torch.cuda.is_available()
-    if device_name == "cuda" and not cuda:
-        cuda = True  # let the recipe report the missing GPU as it always does
+    cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
     if cuda:
         torch.cuda.set_device(ranks.local_rank)
     dist.init_process_group(backend="nccl" if cuda else "gloo")
@@ -112,7 +110,7 @@ class DistributedRecipe(FineTuneRecipe):
             mine += [None] * (math.ceil(len(batches) / world) - len(mine))
         # FSDP averages gradients over the ranks; the step wants their sum.
         scale = float(world) if self.sharded else 1.0
-        totals = torch.zeros(4, dtype=torch.float64)  # loss sum, count, tokens, slots
+        totals = [0.0, 0.0, 0.0, 0.0]  # loss sum, count, tokens, slots
         for i, batch in enumerate(mine):
             if self.sharded:
                 self.model.set_requires_gradient_sync(i == len(mine) - 1)
@@ -121,14 +119,18 @@ class DistributedRecipe(FineTuneRecipe):
             factor = scale if batch is not None else 0.0
             ((losses * weights).sum() * factor / n_targets).backward()
             if batch is not None:
-                totals += torch.tensor(
-                    [float(losses.detach().sum()), losses.numel(), batch.n_tokens, batch.n_slots],
-                    dtype=torch.float64,
+                counted = (
+                    float(losses.detach().sum()),
+                    losses.numel(),
+                    batch.n_tokens,
+                    batch.n_slots,
                 )
+                totals = [t + v for t, v in zip(totals, counted, strict=True)]
         if not self.sharded:
             self._sum_gradients()
-        dist.all_reduce(totals)
-        loss_sum, count, tokens, slots = totals.tolist()
+        summed = torch.tensor(totals, dtype=torch.float64, device=self.device)
+        dist.all_reduce(summed)  # NCCL reduces only tensors on the rank's GPU
+        loss_sum, count, tokens, slots = summed.tolist()
         self.tally.tokens += int(tokens)
         self.tally.slots += int(slots)
         return loss_sum / max(count, 1.0)
