@@ -115,11 +115,11 @@ def test_jobs_on_a_ray_cluster(short_tmp: Path, ray_head: RayHead, tiny_model: P
         (ray_job,) = _ray_jobs(ray_head, second)
         assert ray_job.status == "STOPPED"
         # 3. The daemon SIGKILLed mid-job: the job runs on; the restart re-attaches.
-        third = d.call("train", {**LONG_JOB, "config": {"num_epochs": 6}})["job"]["id"]
+        third = d.call("train", {**LONG_JOB, "config": {"num_epochs": 12}})["job"]["id"]
         d.wait_for(lambda: (_job(d, third).get("progress") or {}).get("step"), 300)
         d.kill()
         (ray_job,) = _ray_jobs(ray_head, third)
-        assert ray_job.status in ("RUNNING", "SUCCEEDED")
+        assert ray_job.status == "RUNNING"  # the job runs on without the daemon
         d.start(timeout=240)
         done = d.wait_for(lambda: (j := _job(d, third))["state"] not in ACTIVE and j, 300)
         assert done["state"] == "succeeded", done
