@@ -152,6 +152,11 @@ def test_the_page_loads_clean_and_a_dropped_memory_shows_within_2_s(
     assert seen_after <= 2.0, f"the dropped memory showed after {seen_after:.2f} s"
     assert browser.execute_script("return window.notReloaded") is True
     assert _field(browser, "alice", "eligible_samples") == "41"
+    # The search box finds the dropped memory.
+    browser.find_element("id", "search-query").send_keys("question number 500")
+    browser.find_element("css selector", "#search-form button").click()
+    first = _until(lambda: _text(browser, "#search-results li"), 10)
+    assert "answer number 500" in first, first
     assert _severe(browser) == []
     print(f"dropped memory in the counts after {seen_after:.2f} s")
 

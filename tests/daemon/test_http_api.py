@@ -125,6 +125,19 @@ def test_every_socket_command_is_an_endpoint(api: Api) -> None:
     assert len(hits) == 2 and any("Answer 3" in h["text"] for h in hits)
 
 
+def test_commands_added_to_the_socket_are_served_too(daemon: DaemonProcess, api: Api) -> None:
+    paths = api.get("/api/openapi.json").json()["paths"]
+    assert set(paths["/api/stats"]) == {"get", "post"}
+    assert set(paths["/api/remember"]) == {"post"}
+    assert api.get("/api/stats?profile=alice").json() == daemon.cli_json("stats", "alice")
+    before = daemon.call("status")["profiles"]["alice"]["memories"]
+    pair = {"profile": "alice", "prompt": "Where did you grow up?", "completion": "By the sea."}
+    assert api.post("/api/remember", pair).status == 200
+    daemon.wait_for(
+        lambda: daemon.call("status")["profiles"]["alice"]["memories"] == before + 1, 30
+    )
+
+
 def test_errors_carry_the_socket_codes_with_http_statuses(api: Api) -> None:
     cases = [
         (api.get("/api/versions?profile=nobody"), 404, "unknown_profile"),
