@@ -23,10 +23,11 @@ from daemon.runtime import IngestState
 from daemon.schedules import Schedules, Triggers
 from daemon.supervisor import Supervisor
 from daemon.watcher import IngestQueue, Watcher
+from services.chroma_store import looks_damaged, set_aside
 from services.curation import load_rules
 from services.embedding import make_embedder
 from services.generation_pool import WorkerPool
-from services.index import VectorIndex
+from services.index import VectorIndex, VectorIndexError
 from services.ingest import make_curator
 from services.ledger import Ledger
 from services.publish.release import ReleaseConfig, align_published
@@ -129,7 +130,19 @@ class Daemon:
             embedder = make_embedder("local", batch_size=ix.batch_size)
         if ix.chroma_url:
             return VectorIndex(url=ix.chroma_url, embedder=embedder)
-        return VectorIndex(path=self.settings.index_dir, embedder=embedder)
+        try:
+            return VectorIndex(path=self.settings.index_dir, embedder=embedder)
+        except VectorIndexError as exc:
+            if not looks_damaged(exc):
+                raise
+            # The index is derived data: set it aside (kept) and rebuild it from the ledger.
+            aside = set_aside(self.settings.index_dir)
+            log.error(
+                "the index is damaged; it was set aside and is rebuilt from the ledger",
+                error=str(exc),
+                set_aside=str(aside),
+            )
+            return VectorIndex(path=self.settings.index_dir, embedder=embedder)
 
     async def _main(self) -> int:
         loop = asyncio.get_running_loop()

@@ -100,6 +100,8 @@ class IngestWorker(threading.Thread):
         self.request_scan(None)
 
     def _step(self, ledger: Ledger, ingestor: Ingestor) -> None:
+        if self.index is not None and (why := self.index.broken()):
+            self._rebuild_index(ledger, why)
         with self._lock:
             scans, self._scans = self._scans, set()
             reindex, self._reindex = self._reindex, []
@@ -192,6 +194,23 @@ class IngestWorker(threading.Thread):
             return
         self.state, self.last_error = "running", None
         log.info("the index answers again")
+
+    def _rebuild_index(self, ledger: Ledger, why: str) -> None:
+        """The index's database was deleted or overwritten while running: a new, empty
+        index, filled again from the ledger (the indexing below picks every memory up)."""
+        assert self.index is not None
+        try:
+            aside = self.index.replace_store()
+        except Exception as exc:
+            self._index_failed(exc)
+            return
+        for profile in ledger.profiles():
+            ledger.mark_all_unindexed(profile)
+        log.error(
+            "the index was deleted or damaged while running; rebuilding it from the ledger",
+            why=why,
+            set_aside=str(aside) if aside else None,
+        )
 
     def _index_failed(self, exc: Exception) -> None:
         # Memories stay marked unindexed in the ledger; the next step retries.

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
@@ -82,6 +84,30 @@ def parse_url(url: str) -> tuple[str, int, bool]:
     if port is None:
         port = (443 if ssl else 80) if explicit_scheme else 8000
     return split.hostname, port, ssl
+
+
+_DAMAGE = ("not a database", "malformed", "(code: 26)", "(code: 11)", "no such table")
+
+
+def looks_damaged(exc: BaseException) -> bool:
+    """An error opening an embedded index that says its files are damaged."""
+    text = str(exc) + str(exc.__cause__ or "")
+    return any(mark in text for mark in _DAMAGE)
+
+
+def set_aside(path: Path) -> Path | None:
+    """Move a damaged index directory to ``<path>.damaged-<time>`` (kept, never deleted);
+    chromadb's cached clients are forgotten, so the next open starts afresh."""
+    with contextlib.suppress(Exception):  # chromadb caches one system per path
+        from chromadb.api.client import SharedSystemClient
+
+        SharedSystemClient.clear_system_cache()
+    if not path.exists():
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    aside = path.with_name(f"{path.name}.damaged-{stamp}")
+    os.replace(path, aside)
+    return aside
 
 
 class ChromaStore:
@@ -253,6 +279,35 @@ class ChromaStore:
             if isinstance(profile, str) and collection_name(profile) == col.name:
                 out.append(profile)
         return sorted(out)
+
+    def broken(self) -> str | None:
+        """Embedded and open: its database deleted or overwritten behind its back (a
+        cheap look at the file's header), else None."""
+        if self._url is not None or self._client is None:
+            return None
+        db = self._path / "chroma.sqlite3"
+        try:
+            with open(db, "rb") as f:
+                header = f.read(16)
+        except FileNotFoundError:
+            return f"{db} was deleted"
+        except OSError:
+            return None  # unreadable for now: not proof of damage
+        return None if header == b"SQLite format 3\x00" else f"{db} is not a database any more"
+
+    def replace(self) -> Path | None:
+        """Embedded: close the client, set what is left of the directory aside and
+        start an empty store there; returns where the old one went."""
+        with self._lock:
+            self._collections.clear()
+            close = getattr(self._client, "close", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    close()
+            self._client = None
+            aside = set_aside(self._path)
+            self._connect()
+            return aside
 
     def close(self) -> None:
         """Release the client (and, embedded, its database files); idempotent."""

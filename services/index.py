@@ -302,6 +302,15 @@ class VectorIndex:
 
     # -- life cycle --------------------------------------------------------------
 
+    def broken(self) -> str | None:
+        """An embedded index whose database was deleted or overwritten while open: how."""
+        return self._store.broken()
+
+    def replace_store(self) -> Path | None:
+        """An embedded index set aside (damaged or deleted) for an empty one; returns
+        where the old directory went. The ledger then fills it again."""
+        return self._store.replace()
+
     def close(self) -> None:
         """Release the client (and, embedded, its database files); idempotent."""
         self._store.close()

@@ -1,5 +1,9 @@
 """Damaged stores: a ledger the daemon must refuse, and a Chroma index it must rebuild.
 
+:func:`index_rebuild` damages the Chroma index (deleted, overwritten, its segment files
+deleted) while the daemon is down or running, and records whether every memory is
+indexed and found again by its own text, and what the daemon logged.
+
 :func:`ledger_refusals` starts `personad run` on ledgers that are damaged (the header
 zeroed, b-tree pages overwritten, the file cut in half) or written by a newer personad,
 and records for each: the exit status, what it said, whether it printed a traceback and
@@ -9,8 +13,12 @@ whether the file is byte for byte as it was.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +26,7 @@ from services.ledger import Ledger
 from services.ledger.schema import MIGRATIONS
 from tests.conftest import FIXTURES
 from tests.daemon_process import REPO, DaemonProcess
+from tests.reliability.fuzz import fuzz_daemon
 
 FIRST_LEDGER = FIXTURES / "ledgers" / "0001_initial.sql"
 LEDGER_DAMAGE = ("header", "pages", "truncated", "newer")
@@ -89,3 +98,106 @@ def ledger_refusal(root: Path, how: str) -> dict[str, Any]:
 
 def ledger_refusals(root: Path) -> list[dict[str, Any]]:
     return [ledger_refusal(root / how, how) for how in LEDGER_DAMAGE]
+
+
+INDEX_DAMAGE = (
+    "deleted-while-down",
+    "garbage-while-down",
+    "segments-deleted-while-down",
+    "deleted-while-running",
+    "garbage-while-running",
+)
+
+
+def _memory_files(folder: Path, n: int) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = [f"On day {i} the ferry to island {i} left at {i % 12 + 1} o'clock." for i in range(n)]
+    rows = [
+        {"prompt": f"Ferry {i}?", "completion": t, "quality_score": 8} for i, t in enumerate(texts)
+    ]
+    (folder / "ferries.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return texts
+
+
+def _index_ok(d: DaemonProcess, texts: list[str]) -> bool:
+    counts = d.call("status")["profiles"].get("alice", {})
+    return counts.get("indexed") == counts.get("memories") == len(texts)
+
+
+def _found(d: DaemonProcess) -> int:
+    """How many memories a search for their own stored text finds first."""
+    conn = sqlite3.connect(f"file:{d.state_dir / 'ledger.sqlite3'}?mode=ro", uri=True)
+    try:
+        stored = [str(r[0]) for r in conn.execute("SELECT text FROM memories")]
+    finally:
+        conn.close()
+    found = 0
+    for text in stored:
+        hits = d.call("search", {"profile": "alice", "query": text, "k": 1})["results"]
+        found += bool(hits) and hits[0]["text"] == text
+    return found
+
+
+def _damage_index(index: Path, how: str) -> None:
+    if how.startswith("deleted"):
+        shutil.rmtree(index)
+    elif how.startswith("garbage"):
+        db = index / "chroma.sqlite3"
+        data = bytearray(db.read_bytes())
+        data[: min(len(data), 65536)] = os.urandom(min(len(data), 65536))
+        db.write_bytes(bytes(data))
+    elif how.startswith("segments"):
+        for child in index.iterdir():
+            if child.is_dir():
+                shutil.rmtree(child)
+    else:
+        raise ValueError(how)
+
+
+def index_rebuild(root: Path, how: str, memories: int = 40) -> dict[str, Any]:
+    """One damage to the Chroma index; the daemon must end with every memory indexed
+    and found again, and say so in its log."""
+    started = time.monotonic()
+    with fuzz_daemon(root, indexed=True) as d:
+        texts = _memory_files(d.profiles_dir / "alice" / "memory", memories)
+        d.wait_for(lambda: _index_ok(d, texts), 60)
+        index = d.state_dir / "index"
+        if how.endswith("while-running"):
+            _damage_index(index, how)
+            time.sleep(0.5)
+            d.wait_for(lambda: _settled(d, texts), 90)
+            result = _outcome(d, texts, how)
+        else:
+            assert d.stop() == 0
+            _damage_index(index, how)
+            d.start()
+            d.wait_for(lambda: _settled(d, texts), 90)
+            result = _outcome(d, texts, how)
+    result["seconds"] = round(time.monotonic() - started, 1)
+    return result
+
+
+def _settled(d: DaemonProcess, texts: list[str]) -> bool:
+    try:
+        return _index_ok(d, texts) and d.call("status")["daemon"]["ingest"]["state"] == "running"
+    except Exception:
+        return False
+
+
+def _outcome(d: DaemonProcess, texts: list[str], how: str) -> dict[str, Any]:
+    log = d.log()
+    return {
+        "damage": how,
+        "memories": len(texts),
+        "found_again": _found(d),
+        "said": [
+            line
+            for line in (
+                "index lacks memories",
+                "the index is damaged",
+                "the index was deleted or damaged",
+            )
+            if line in log
+        ],
+        "set_aside": sorted(p.name for p in d.state_dir.iterdir() if ".damaged-" in p.name),
+    }

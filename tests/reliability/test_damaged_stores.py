@@ -1,5 +1,5 @@
 """Damaged stores: `personad run` refuses a damaged or newer ledger in one line and
-leaves it untouched; an old ledger migrates on start."""
+leaves it untouched; an old ledger migrates on start; a damaged index is rebuilt."""
 
 from __future__ import annotations
 
@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.damaged import LEDGER_DAMAGE, ledger_refusal, old_ledger
+from tests.reliability.damaged import (
+    INDEX_DAMAGE,
+    LEDGER_DAMAGE,
+    index_rebuild,
+    ledger_refusal,
+    old_ledger,
+)
 from tests.reliability.fuzz import fuzz_daemon
 
 
@@ -35,3 +41,15 @@ def test_the_daemon_migrates_a_ledger_of_the_first_migration(short_tmp: Path) ->
         d.wait_for(lambda: d.call("status")["profiles"]["alice"]["indexed"] == 6, 60)
         hits = d.call("search", {"profile": "alice", "query": "harbour gulls", "k": 3})
         assert len(hits["results"]) == 3
+
+
+@pytest.mark.parametrize("how", INDEX_DAMAGE)
+def test_a_damaged_index_is_rebuilt_from_the_ledger(short_tmp: Path, how: str) -> None:
+    found = index_rebuild(short_tmp, how, memories=30)
+    assert found["found_again"] == found["memories"] == 30, found
+    if how.startswith("garbage"):  # the damaged files are kept, never deleted
+        assert len(found["set_aside"]) == 1, found
+    if how.endswith("while-running"):
+        assert "the index was deleted or damaged" in found["said"], found
+    elif not how.startswith("segments"):  # Chroma restores lost segments itself
+        assert "index lacks memories" in found["said"], found
