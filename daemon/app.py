@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import signal
 import time
 from concurrent.futures import Future
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from daemon.child import kill_orphan
 from daemon.commands import Commands, package_version
 from daemon.control import ControlServer
-from daemon.http_server import HttpServer
 from daemon.ingest_worker import IngestWorker
 from daemon.lock import InstanceLock
 from daemon.notify import Notifier
@@ -33,6 +33,9 @@ from services.ledger import Ledger
 from services.publish.release import ReleaseConfig, align_published
 from services.ray_jobs import RayJobError, check_shared_storage
 from services.settings import Settings
+
+if TYPE_CHECKING:
+    from daemon.http_server import HttpServer
 
 log = structlog.get_logger(__name__)
 
@@ -91,7 +94,11 @@ class Daemon:
         return self._retrieve(profile, question, k)
 
     def http_info(self) -> dict[str, Any] | None:
-        return self.http.info() if self.http else None
+        if not self.settings.http.enabled:
+            return None
+        if self.http is None:  # still starting
+            return {"url": None, "listen": self.settings.http.listen, "error": None}
+        return self.http.info()
 
     def http_token(self) -> str:
         return self.http.token if self.http else ""
@@ -170,9 +177,6 @@ class Daemon:
             max_connections=s.socket.max_connections,
         )
         await server.start()
-        if s.http.enabled:
-            self.http = HttpServer(s.http, s.state_dir, commands.handlers(), self._activity)
-            await self.http.start()
         watcher.start()
         worker.start()
         supervisor.start()
@@ -191,6 +195,8 @@ class Daemon:
             asyncio.create_task(self._reconcile_timer()),
             asyncio.create_task(self._reap_timer()),
         ]
+        if s.http.enabled:  # after READY: the HTTP server never delays the start
+            tasks.append(asyncio.create_task(self._serve_http(commands)))
         try:
             await self._stop.wait()
         finally:
@@ -301,6 +307,16 @@ class Daemon:
         log.info("signal received: draining", signal=signal.Signals(sig).name)
         assert self._stop is not None
         self._stop.set()
+
+    async def _serve_http(self, commands: Commands) -> None:
+        """Start the HTTP API; its modules (Starlette, uvicorn) are imported off the loop."""
+        loop = asyncio.get_running_loop()
+        module = await loop.run_in_executor(None, importlib.import_module, "daemon.http_server")
+        http = module.HttpServer(
+            self.settings.http, self.settings.state_dir, commands.handlers(), self._activity
+        )
+        self.http = http
+        await http.start()
 
     async def _watchdog_pings(self) -> None:
         interval = self.notifier.watchdog_interval_s

@@ -185,6 +185,8 @@ class Commands(ProfileCommands):
             raise CommandError("unavailable", "the HTTP server is off (http.enabled = false)")
         if http["error"]:
             raise CommandError("unavailable", f"the HTTP server is not running: {http['error']}")
+        if not http["url"]:
+            raise CommandError("unavailable", "the HTTP server is starting; ask again in a moment")
         return {"url": f"{http['url']}?token={self.rt.http_token()}", "address": http["url"]}
 
     async def search(self, args: dict[str, Any]) -> dict[str, Any]:

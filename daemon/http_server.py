@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+import uvicorn
 
 from daemon.control import Handler
 from daemon.http_api import build_app
@@ -70,6 +71,7 @@ class HttpServer:
         self._sock: socket.socket | None = None
 
     def info(self) -> dict[str, Any]:
+        """``url`` is None until the server listens, and stays None with an ``error``."""
         return {"url": self.url, "listen": self.settings.listen, "error": self.error}
 
     async def start(self) -> None:
@@ -87,8 +89,6 @@ class HttpServer:
             self.error = str(exc)
             log.warning("HTTP API not started; the daemon runs on without it", error=self.error)
             return
-        import uvicorn
-
         bound = self._sock.getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         feed = EventFeed(self.handlers["status"], self.fingerprint, self._stopping)

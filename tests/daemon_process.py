@@ -112,10 +112,9 @@ class DaemonProcess:
         )
 
     def http_url(self) -> str:
-        """The HTTP API's address (``http://127.0.0.1:PORT/``)."""
-        url = self.call("status")["daemon"]["http"]["url"]
-        assert url, self.call("status")["daemon"]["http"]
-        return str(url)
+        """The HTTP API's address (``http://127.0.0.1:PORT/``), once it listens (it starts
+        just after the socket answers)."""
+        return str(self.wait_for(lambda: self.call("status")["daemon"]["http"]["url"], 30))
 
     def http_token(self) -> str:
         return (self.state_dir / "http-token").read_text().strip()

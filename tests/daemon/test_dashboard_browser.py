@@ -111,6 +111,7 @@ def _text(driver: Any, css: str) -> str:
 
 
 def _dashboard_url(d: DaemonProcess) -> str:
+    d.http_url()  # listening
     done = d.cli("dashboard")
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()

@@ -237,7 +237,12 @@ def test_a_busy_port_does_not_stop_the_daemon(short_tmp: Path) -> None:
     try:
         started = time.monotonic()
         d.start()
-        http = d.call("status")["daemon"]["http"]
+        http = d.wait_for(
+            lambda: (
+                d.call("status")["daemon"]["http"]["error"] and d.call("status")["daemon"]["http"]
+            ),
+            30,
+        )
         assert http["url"] is None and "in use" in http["error"], http
         assert time.monotonic() - started < 60
         done = d.cli("dashboard")
