@@ -21,6 +21,7 @@ T = TypeVar("T")
 KNOWN_COMMANDS = (
     "ask",
     "cancel",
+    "dashboard",
     "eval",
     "jobs",
     "pause",
@@ -30,6 +31,7 @@ KNOWN_COMMANDS = (
     "remember",
     "resume",
     "rollback",
+    "run_info",
     "search",
     "stats",
     "status",
