@@ -32,6 +32,7 @@ from services.fidelity.judge import judge_config
 from services.job_summary import plan_for_job
 from services.ledger import Job, Ledger, LedgerError
 from services.lifecycle import JobPlan, judge, skip_reason
+from services.persona_style import SYSTEM_FILE
 from services.publish.local import LocalRegistry
 from services.publish.release import ReleaseConfig, StaleBase, release
 from services.ray_jobs import RayJobError, RayJobs
@@ -206,6 +207,7 @@ class Supervisor:
                 regression=planned.regression,
                 retrieve=self.retrieve,
                 probes_file=s.profiles / job.profile / OWN_PROBES,
+                system_file=s.profiles / job.profile / SYSTEM_FILE,
                 cache_dir=s.state_dir / "base-models",
             )
         except (PersonadError, OSError) as exc:
@@ -321,6 +323,11 @@ class Supervisor:
             quantize=s.ollama.quantize,
             system=s.ollama.system,
             python=self._python(),
+            parameters={
+                name: value
+                for name in ("temperature", "top_p", "repeat_penalty")
+                if (value := getattr(s.ollama, name)) is not None
+            },
         )
 
     def _python(self) -> str:

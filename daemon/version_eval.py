@@ -20,6 +20,7 @@ from services.durable import write_bytes, write_jsonl, write_text
 from services.errors import PersonadError
 from services.fidelity.judge import judge_config
 from services.ledger import Ledger
+from services.persona_style import serving_head
 from services.publish import PublishError
 from services.publish.local import LocalRegistry
 from services.run_prep import (
@@ -110,7 +111,8 @@ def prepare_eval(
     samples = [Sample.from_record(r) for r in ledger.sample_records(profile)]
     held_out = select_samples(samples, mode=None, max_samples=None)  # best first
     limit = max(probe_limit(s.training.config), len(own))
-    probes = fidelity_probes(profile, held_out, own, retrieve, limit)
+    head = serving_head(ledger, profile, info, None)  # what the version was trained with
+    probes = fidelity_probes(profile, held_out, own, retrieve, limit, head)
     if not probes:
         raise CommandError(
             "eval_failed",

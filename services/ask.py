@@ -36,6 +36,8 @@ from services.generation_worker import AskError, WorkerSpec
 from services.index import SearchHit, VectorIndex
 from services.ledger import Ledger
 from services.persona_prompt import NO_REPEAT_NGRAM, answer_stops, ask_messages
+from services.persona_style import SYSTEM_FILE, serving_head
+from services.publish.errors import PublishError
 from services.publish.local import LocalRegistry
 from services.run_prep import renderer_for
 from services.schemas import Renderer
@@ -81,6 +83,7 @@ class AskConfig:
     warm: bool = False  # through a WorkerPool's warm worker (when one is given)
     max_new_tokens: int = 96
     timeout_s: float = 600.0  # per answer
+    profiles_dir: Path | None = None  # for a profile's own system.txt
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AskConfig:
@@ -94,6 +97,7 @@ class AskConfig:
             warm=settings.ask.warm,
             max_new_tokens=settings.ask.max_new_tokens,
             timeout_s=settings.ask.timeout_s,
+            profiles_dir=settings.profiles_dir,
         )
 
     def worker_spec(self, target: Target) -> WorkerSpec:
@@ -207,12 +211,15 @@ def ask(
     ones from ``pool``'s warm workers when ``cfg.warm``). AskError when a model cannot
     answer."""
     hits = index.search(profile, question, k=k) if index is not None and k else []
-    messages = messages_for(profile, question, hits)
     active = ledger.active_version(profile)
     version = next((v for v in ledger.versions(profile) if v["active"]), None)
+    registry = LocalRegistry(cfg.models_dir)
+    system_file = None if cfg.profiles_dir is None else cfg.profiles_dir / profile / SYSTEM_FILE
+    head = serving_head(ledger, profile, _version_info(registry, profile, active), system_file)
+    messages = messages_for(profile, question, hits, head)
     chosen = targets(
         active=active,
-        serving=LocalRegistry(cfg.models_dir).serving_model(profile, cfg.base_model),
+        serving=registry.serving_model(profile, cfg.base_model),
         base_model=cfg.base_model,
         compare_base=compare_base,
         ollama_model=version["ollama_model"] if cfg.ollama_url and version else None,
@@ -226,10 +233,24 @@ def ask(
     }
 
 
-def messages_for(profile: str, question: str, hits: list[SearchHit]) -> list[dict[str, str]]:
+def _version_info(
+    registry: LocalRegistry, profile: str, active: int | None
+) -> dict[str, Any] | None:
+    if active is None:
+        return None
+    try:
+        return registry.info(profile, active)
+    except PublishError:
+        return {}  # the default head, as a version without its record was served before
+
+
+def messages_for(
+    profile: str, question: str, hits: list[SearchHit], head: str | None = None
+) -> list[dict[str, str]]:
     """The prompt policy's messages (:mod:`services.persona_prompt`): the persona's system
-    message holding the retrieved memories, the one its training samples carry."""
-    return ask_messages(profile, question, [h.text for h in hits])
+    message (opening with ``head``) holding the retrieved memories, the one its training
+    samples carry."""
+    return ask_messages(profile, question, [h.text for h in hits], head)
 
 
 def clean(text: str) -> str:

@@ -140,12 +140,14 @@ def render_line(
     renderer: RendererLike,
     persona: str | None = None,
     memories: Sequence[str] = (),
+    head: str | None = None,
 ) -> dict[str, Any]:
     """One ``fine_tune_dataset.jsonl`` line. With ``persona`` a chat sample starts with the
-    persona's system message (``services.persona_prompt``), holding ``memories``."""
+    persona's system message (``services.persona_prompt``; opening with ``head`` when
+    given), holding ``memories``."""
     messages = sample.messages()
     if persona is not None and sample.kind != "continuation":
-        messages = with_system(persona, messages, memories)
+        messages = with_system(persona, messages, memories, head)
     try:
         if sample.kind == "continuation":
             prompt, completion = "", renderer.continuation(sample.response_text)
@@ -175,6 +177,7 @@ def render_lines(
     memories: Sequence[Memory],
     renderer: RendererLike,
     persona: str | None,
+    head: str | None = None,
 ) -> tuple[dict[str, Any], ...]:
     """The dataset's lines; with ``persona``, a share of the training samples carries
     memories of the profile the way ``ask`` shows retrieved ones (eval samples never do:
@@ -186,7 +189,7 @@ def render_lines(
         context: list[str] = []
         if persona is not None and s.split == "train" and s.kind != "continuation":
             context = training_context(s.memory_id, own.get(s.memory_id), texts)
-        lines.append(render_line(s, renderer, persona, context))
+        lines.append(render_line(s, renderer, persona, context, head))
     return tuple(lines)
 
 
@@ -214,6 +217,7 @@ def build_dataset(
     created: datetime | None = None,
     persona: str | None = None,
     tokens: TokenCounter | None = None,
+    head: str | None = None,
 ) -> DatasetSummary:
     """Select, check, render and write the dataset into ``out_dir`` (see the module doc).
 
@@ -221,7 +225,8 @@ def build_dataset(
     shipped ``etc/modes`` configs when None. ``tokens`` counts tokens for the metrics'
     ``tokens`` statistics (the base model's tokenizer; the words x 4/3 estimate when
     None). ``persona`` (the profile's name) renders chat
-    samples under the prompt policy (:func:`render_lines`). Raises
+    samples under the prompt policy (:func:`render_lines`), their system message opening
+    with ``head`` when given (:mod:`services.persona_style`). Raises
     :class:`ContaminationError` (after writing a failed ``run-summary.json``) or
     :class:`DatasetError`.
     """
@@ -261,7 +266,7 @@ def build_dataset(
             f"{len(missing)} selected sample(s) have no memory among those given: "
             f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
         )
-    records = render_lines(selected, memories, renderer, persona)
+    records = render_lines(selected, memories, renderer, persona, head)
     stats, token_warnings = token_stats(
         records, tokens or TokenCounter(estimate_tokens, ESTIMATE), rules.metrics.prose_tokens
     )

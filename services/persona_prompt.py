@@ -1,9 +1,10 @@
 """The prompt policy: one system message for training, for ``ask`` and for Ollama.
 
 What a model is served must be what it was trained on. Every training sample of a
-profile starts with the persona's system message (:func:`system_message`); ``ask``
-sends the same message with the memories it retrieved; a published Ollama model carries
-it (without memories) as its ``SYSTEM``.
+profile starts with the persona's system message (:func:`system_message`), which opens
+with the profile's head (its style, :mod:`services.persona_style`, fixed with the
+dataset); ``ask`` sends the same message with the memories it retrieved; a published
+Ollama model carries it (without memories) as its ``SYSTEM``.
 
 Retrieval-augmented fine-tuning: a share of the training samples (:data:`CONTEXT_SHARE`)
 carry memories in their system message, the way ``ask`` shows retrieved memories, so
@@ -46,9 +47,10 @@ def clip(text: str, limit: int = MAX_MEMORY_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
-def system_message(profile: str, memories: Sequence[str] = ()) -> str:
-    """The persona's system message, with ``memories`` (texts) listed when given."""
-    head = f"You are {profile}. Answer as {profile}, in your own words."
+def system_message(profile: str, memories: Sequence[str] = (), head: str | None = None) -> str:
+    """The persona's system message, with ``memories`` (texts) listed when given. It opens
+    with ``head`` (the profile's style, :mod:`services.persona_style`) when given."""
+    head = head or f"You are {profile}. Answer as {profile}, in your own words."
     if not memories:
         return head
     listed = "\n".join(f"- {clip(m)}" for m in memories)
@@ -56,11 +58,14 @@ def system_message(profile: str, memories: Sequence[str] = ()) -> str:
 
 
 def with_system(
-    profile: str, messages: Sequence[Mapping[str, str]], memories: Sequence[str] = ()
+    profile: str,
+    messages: Sequence[Mapping[str, str]],
+    memories: Sequence[str] = (),
+    head: str | None = None,
 ) -> list[dict[str, str]]:
     """``messages`` with the persona's system message first; a system message they already
     hold (a chat's own) follows the persona's in the same turn."""
-    system = system_message(profile, memories)
+    system = system_message(profile, memories, head)
     rest = [dict(m) for m in messages]
     if rest and rest[0].get("role") == "system":
         own = rest.pop(0)["content"]
@@ -68,10 +73,13 @@ def with_system(
     return [{"role": "system", "content": system}, *rest]
 
 
-def ask_messages(profile: str, question: str, memories: Sequence[str]) -> list[dict[str, str]]:
+def ask_messages(
+    profile: str, question: str, memories: Sequence[str], head: str | None = None
+) -> list[dict[str, str]]:
     """What ``ask`` sends: the system message with the retrieved memories, and the question
     as an emulation-mode user turn."""
-    return with_system(profile, [{"role": "user", "content": f"<user>{question}</user>"}], memories)
+    user = [{"role": "user", "content": f"<user>{question}</user>"}]
+    return with_system(profile, user, memories, head)
 
 
 def _draw(seed: str, sample_id: str, what: str) -> float:

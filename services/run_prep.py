@@ -17,9 +17,10 @@ from services.dataset_build import (
     render_line,
     select_samples,
 )
-from services.durable import write_jsonl
+from services.durable import write_json, write_jsonl
 from services.jsonl import read_objects
 from services.ledger import Ledger
+from services.persona_style import PERSONA_FILE, profile_persona, run_head
 from services.schemas import Renderer
 from services.token_stats import TokenCounter, token_counter
 from services.training.base_model import parse_spec
@@ -73,13 +74,17 @@ def build_profile_dataset(
     max_samples: int | None = None,
     samples: Sequence[Sample] | None = None,
     tokens: TokenCounter | None = None,
+    system_file: Path | None = None,
 ) -> DatasetSummary:
     """Build a dataset from the profile's curated samples in the ledger (or from the
-    given subset of them); ``tokens`` counts its token statistics."""
+    given subset of them); ``tokens`` counts its token statistics. The system message's
+    head (the person's style, or their ``system_file``) is written to ``persona.json``
+    beside it (:func:`profile_persona`)."""
     if samples is None:
         samples = [Sample.from_record(r) for r in ledger.sample_records(profile)]
     memories = ledger.memories(profile)
-    return build_dataset(
+    persona = profile_persona(ledger, profile, system_file)
+    summary = build_dataset(
         memories,
         samples,
         renderer,
@@ -89,7 +94,10 @@ def build_profile_dataset(
         rules=rules,
         persona=profile,
         tokens=tokens,
+        head=persona["system"],
     )
+    write_json(out_dir / PERSONA_FILE, persona)
+    return summary
 
 
 # (profile, question, k) -> the k closest memories as (id, text), best first.
@@ -127,10 +135,12 @@ def fidelity_probes(
     own: Sequence[dict[str, str]],
     retrieve: Retrieve | None,
     limit: int,
+    head: str | None = None,
 ) -> list[dict[str, Any]]:
     """The fidelity check's probes: the person's own first, then held-out emulation
     samples; each with the memories ``ask`` would retrieve for it, the sample's own memory
-    left out (an answer must come from what the model learned or other memories)."""
+    left out (an answer must come from what the model learned or other memories), and
+    the head of the system message (``"system"``) when the model answers under one."""
     wanted = [
         *({**p, "source": "probes"} for p in own),
         *(
@@ -148,7 +158,9 @@ def fidelity_probes(
     for p in wanted:
         hits = retrieve(profile, p["question"], ASK_MEMORIES + 1) if retrieve else []
         memories = [text for mid, text in hits if mid != p["id"]][:ASK_MEMORIES]
-        probes.append({**p, "profile": profile, "memories": memories})
+        probes.append(
+            {**p, "profile": profile, "memories": memories, **({"system": head} if head else {})}
+        )
     return probes
 
 
@@ -205,6 +217,7 @@ def prepare_training_run(
     etc_dir: Path = DEFAULT_ETC_DIR,
     retrieve: Retrieve | None = None,
     probes_file: Path | None = None,
+    system_file: Path | None = None,
     device: Device | None = None,
     cache_dir: Path | None = None,
 ) -> PreparedRun:
@@ -227,7 +240,9 @@ def prepare_training_run(
         max_samples=max_samples,
         samples=samples,
         tokens=token_counter(location, cache_dir),
+        system_file=system_file,
     )
+    head = run_head(run_dir)
     counts = summary.counts
     n_train, n_eval = int(counts.get("train", 0)), int(counts.get("eval", 0))
     config = resolve_config(
@@ -242,7 +257,7 @@ def prepare_training_run(
     config = plan_memory(config, device or Device(), dataset_tokens(run_dir / DATASET_FILE))
     config.write(run_dir)
     if regression:
-        lines = [render_line(r, renderer, profile) for r in regression if r.eligible]
+        lines = [render_line(r, renderer, profile, (), head) for r in regression if r.eligible]
         write_jsonl(run_dir / REGRESSION_FILE, lines)
     if samples is None:
         samples = [Sample.from_record(r) for r in ledger.sample_records(profile)]
@@ -253,6 +268,7 @@ def prepare_training_run(
         own_probes(probes_file) if probes_file is not None else [],
         retrieve,
         config.config.gate.fidelity_probes,
+        head,
     )
     if probes:
         write_jsonl(run_dir / PROBES_FILE, probes)

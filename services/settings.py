@@ -143,7 +143,17 @@ class OllamaSettings(_Section):
     )
     system: str | None = Field(
         None,
-        description="SYSTEM prompt of published models; unset: the chat family's own default.",
+        description="SYSTEM prompt of published models; unset: the persona's system message "
+        "the version was trained with.",
+    )
+    temperature: float | None = Field(
+        None, ge=0, description="PARAMETER temperature of published models; unset: Ollama's."
+    )
+    top_p: float | None = Field(
+        None, gt=0, le=1, description="PARAMETER top_p of published models; unset: Ollama's."
+    )
+    repeat_penalty: float | None = Field(
+        None, gt=0, description="PARAMETER repeat_penalty of published models; unset: Ollama's."
     )
     keep_versions: int = Field(
         3, ge=1, description="Published versions kept per profile (the active one always)."

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -23,6 +23,7 @@ import structlog
 from services.curation.modes import mode_tags
 from services.ledger import Ledger
 from services.persona_prompt import system_message
+from services.persona_style import run_head
 from services.publish.errors import PublishError
 from services.publish.local import LocalRegistry
 from services.publish.retention import DEFAULT_KEEP
@@ -46,6 +47,8 @@ class ReleaseConfig:
     quantize: str | None = "q8_0"
     system: str | None = None
     python: str = sys.executable
+    # Modelfile PARAMETERs besides the stops (temperature, top_p, repeat_penalty)
+    parameters: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,7 @@ def release(
     base = str(plan.get("base") or "")
     version = ledger.next_version(profile)
     registry = LocalRegistry(cfg.models_dir)
+    head = run_head(run_dir)  # the system message's head the version was trained with
     artifact = run_dir / ("adapter" if kind == "lora" else "model")
     path = registry.publish(
         profile,
@@ -129,7 +133,12 @@ def release(
         artifact,
         kind=kind,
         base=base or None,
-        info={"job": job_id, "run_dir": str(run_dir), **({"name": name} if name else {})},
+        info={
+            "job": job_id,
+            "run_dir": str(run_dir),
+            **({"name": name} if name else {}),
+            **({"system": head} if head else {}),
+        },
     )
     ollama_model = digest = None
     try:
@@ -172,8 +181,10 @@ def _to_ollama(
             model_dir,
             kind="full",
             schema=schema,
-            system=cfg.system if cfg.system is not None else system_message(profile),
-            parameters={"stop": served_stops(schema)},
+            system=cfg.system
+            if cfg.system is not None
+            else system_message(profile, (), run_head(run_dir)),
+            parameters={"stop": served_stops(schema), **cfg.parameters},
         )
         (run_dir / "Modelfile").write_text(published.modelfile)
         try:

@@ -59,6 +59,7 @@ class FidelityProbe:
     source: str  # "probes" (the profile's own) or "held-out"
     memories: tuple[str, ...] = ()
     facts: str = ""  # the words that carry the facts; "" = the whole reference
+    system: str = ""  # the head of the system message the model answers under; "" = default
 
     @property
     def terms(self) -> list[str]:
@@ -74,6 +75,7 @@ class FidelityProbe:
             "source": self.source,
             "memories": list(self.memories),
             **({"facts": self.facts} if self.facts else {}),
+            **({"system": self.system} if self.system else {}),
         }
 
 
@@ -85,15 +87,15 @@ def read_probes(path: Path) -> list[FidelityProbe]:
     for where, obj in read_objects(path, what="fidelity probes", error=BadInputError):
         fields = [obj.get(k) for k in ("profile", "question", "reference")]
         memories = obj.get("memories", [])
-        facts = obj.get("facts", "")
+        facts, system = obj.get("facts", ""), obj.get("system", "")
         if (
             not all(isinstance(f, str) and f.strip() for f in fields)
             or not (isinstance(memories, list) and all(isinstance(m, str) for m in memories))
-            or not isinstance(facts, str)
+            or not (isinstance(facts, str) and isinstance(system, str))
         ):
             raise BadInputError(
                 f"{where}: needs 'profile', 'question' and 'reference' (non-empty strings), "
-                "'memories' (a list of strings) and, if any, 'facts' (a string)"
+                "'memories' (a list of strings) and, if any, 'facts' and 'system' (strings)"
             )
         profile, question, reference = (str(f) for f in fields)
         out.append(
@@ -105,6 +107,7 @@ def read_probes(path: Path) -> list[FidelityProbe]:
                 str(obj.get("source", "held-out")),
                 tuple(memories),
                 facts,
+                system,
             )
         )
     return out
@@ -123,7 +126,8 @@ def answer_all(
 ) -> Answers:
     texts, stopped = [], []
     for p in probes:
-        messages = ask_messages(p.profile, p.question, p.memories if retrieval else ())
+        memories = p.memories if retrieval else ()
+        messages = ask_messages(p.profile, p.question, memories, p.system or None)
         text, done = generate(prompt(messages))
         texts.append(text)
         stopped.append(done)

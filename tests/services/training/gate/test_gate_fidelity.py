@@ -143,5 +143,5 @@ def test_a_reference_in_the_persons_voice_is_style_while_its_facts_are_recalled(
     assert scores([voiced], voiced_answer, fact_only)["without_retrieval"]["transfer"] == 1.0
     assert outputs([voiced], {"candidate": fact_only})[0]["facts"] == "Brest, in Brittany."
     path.write_text(json.dumps({**voiced.to_dict(), "facts": ["Brest"]}) + "\n")
-    with pytest.raises(BadInputError, match="'facts' \\(a string\\)"):
+    with pytest.raises(BadInputError, match="'facts' and 'system' \\(strings\\)"):
         read_probes(path)
