@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.chroma_server import free_port
 from tests.daemon_process import DaemonProcess
 from tests.ray_cluster import RayHead
 
@@ -142,3 +143,10 @@ def test_a_cluster_without_the_state_directory_stops_start_up(
     assert f"the Ray cluster at {ray_head.address} does not share this daemon's storage" in (
         done.stderr
     )
+
+
+def test_an_unreachable_ray_head_stops_start_up(short_tmp: Path, tiny_model: Path) -> None:
+    address = f"http://127.0.0.1:{free_port()}"
+    done = _daemon(short_tmp, address, tiny_model).cli("run", timeout=120)
+    assert done.returncode != 0
+    assert f"cannot reach the Ray job server at {address}" in done.stderr
