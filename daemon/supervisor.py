@@ -37,6 +37,7 @@ from services.publish.local import LocalRegistry
 from services.publish.release import ReleaseConfig, StaleBase, release
 from services.ray_jobs import RayJobError, RayJobs
 from services.run_prep import OWN_PROBES, Retrieve, new_run_dir, prepare_training_run
+from services.run_retention import prune_run_weights
 from services.settings import Settings
 from services.training.command import build_command, torchrun_processes
 
@@ -385,6 +386,13 @@ class Supervisor:
         )
         event = "job succeeded" if outcome.state == "succeeded" else "job ended"
         log.info(event, state=outcome.state, reason=outcome.reason)
+        t = self.settings.training
+        with contextlib.suppress(OSError, LedgerError):
+            if t.prune_run_weights:
+                pruned = prune_run_weights(
+                    ledger, self.settings.state_dir, job.profile, t.keep_unpublished_weights
+                )
+                log.info("run weights pruned", dirs=len(pruned.dirs), freed=pruned.freed_bytes)
 
     def _command(self, run: Running, progress_fd: int | None) -> list[str]:
         """The training child's command line (under torchrun with that launcher)."""

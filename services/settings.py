@@ -182,6 +182,18 @@ class TrainingSettings(_Section):
     concurrent_jobs: int = Field(
         1, ge=1, le=64, description="Training jobs run at once (one per GPU)."
     )
+    prune_run_weights: bool = Field(
+        True,
+        description="After each job, prune the weights of finished runs "
+        "(keep_unpublished_weights); false: every run keeps its checkpoints and artifact.",
+    )
+    keep_unpublished_weights: int = Field(
+        1,
+        ge=0,
+        description="Finished runs not published (rejected, failed) or whose version was "
+        "retired keep their weights (adapter/, model/) only for the newest N per profile; "
+        "every finished run's checkpoints/ go. Summaries, evaluation and reports stay.",
+    )
     job_timeout_s: float = Field(
         6 * 3600.0, gt=0, description="A training job running longer is stopped and failed."
     )
