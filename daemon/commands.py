@@ -26,7 +26,9 @@ from services.fidelity.summary import judge_summary, run_fidelity, version_fidel
 from services.index import VectorIndexError
 from services.ledger import Ledger
 from services.profile_names import RULE, is_valid_profile_name
+from services.profile_stats import version_name
 from services.publish import PublishError
+from services.publish.local import LocalRegistry
 from services.publish.release import rollback
 from services.report import latest_report, run_overview
 
@@ -340,10 +342,16 @@ class Commands(ProfileCommands):
         profile = _str_arg(args, "profile")
         assert profile is not None
 
+        registry = LocalRegistry(self.rt.settings.state_dir / "models")
+
         def run() -> dict[str, Any]:
             self._known_profile(profile)
             versions = [
-                {**v, "fidelity": run_fidelity(v.get("run_dir"))}
+                {
+                    **v,
+                    "name": version_name(registry, profile, v),
+                    "fidelity": run_fidelity(v.get("run_dir")),
+                }
                 for v in self._ledger().versions(profile)
             ]
             return {"profile": profile, "versions": versions}

@@ -105,6 +105,8 @@ def test_summary_stats_and_remember(short_tmp: Path) -> None:
         after = _stats(d)
         assert after["total_training_steps"] == 8 and after["last_fine_tune"]
         assert (after["custom_model_exists"], after["custom_model_name"]) == (True, "alice-voice")
+        versions = d.call("versions", {"profile": "alice"})["versions"]
+        assert [v["name"] for v in versions] == ["alice-voice", "alice-voice"]
         assert after["examples_until_next_training"] == 50
 
         # remember: a file in the memory folder, ingested as any other.
