@@ -12,68 +12,22 @@ from typing import Any
 import pytest
 
 from services.fidelity.summary import version_fidelity
-from services.training.config import resolve_config
-from services.training.dataset_reader import read_dataset, select
-from services.training.gate import evaluate_candidate
-from tests.services.training.gate.test_eval_gate import FAST, prepare
-from tests.services.training.gate.test_gate_judge import PROBES
-from tests.services.training.training_helpers import REPO
+from tests.services.training.gate.test_gate_judge import gate_run, probed_run, random_adapter
 
 pytestmark = pytest.mark.slow
-
-
-def _adapter(path: Path, tiny_model: Path, tiny_tokenizer: Any, seed: int) -> Path:
-    """A LoRA adapter with random, non-zero weights (a model that answers differently)."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    config = LoraConfig(
-        r=4, target_modules="all-linear", task_type="CAUSAL_LM", init_lora_weights=False
-    )
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), config)
-    model.save_pretrained(str(path))
-    tiny_tokenizer.save_pretrained(str(path))
-    return path
-
-
-def _gate(run_dir: Path, tiny_model: Path, active: Path | None) -> dict[str, Any]:
-    resolved = resolve_config(
-        base_model=tiny_model,
-        kind="lora",
-        n_samples=40,
-        mode=None,
-        preset=None,
-        job_args={**FAST, "gate.fidelity_tokens": 6, "gate.probe_tokens": 6},
-        etc_dir=REPO / "etc",
-    )
-    return evaluate_candidate(
-        run_dir=run_dir,
-        kind="lora",
-        base_dir=tiny_model,
-        artifact=run_dir / "adapter",
-        resolved=resolved,
-        selection=select(read_dataset(run_dir / "fine_tune_dataset.jsonl"), resolved.config),
-        cache_dir=run_dir.parent / "cache",
-        general_set=None,
-        reference_model=None if active is None else str(tiny_model),
-        reference_adapter=active,
-    )
 
 
 def test_against_the_active_version_the_base_answers_too(
     tmp_path: Path, tiny_model: Path, tiny_tokenizer: Any
 ) -> None:
-    run_dir = prepare(tmp_path / "first", tiny_model, tiny_tokenizer, "lora")
-    (run_dir / "fidelity_probes.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROBES))
-    _adapter(run_dir / "adapter", tiny_model, tiny_tokenizer, seed=5)
-    active = _adapter(tmp_path / "v1-adapter", tiny_model, tiny_tokenizer, seed=9)
+    run_dir = probed_run(tmp_path / "first", tiny_model, tiny_tokenizer)
+    active = random_adapter(tmp_path / "v1-adapter", tiny_model, tiny_tokenizer, seed=9)
     second = tmp_path / "second"
     shutil.copytree(run_dir, second)
 
-    against_base = _gate(run_dir, tiny_model, None)["fidelity"]
-    against_active = _gate(second, tiny_model, active)["fidelity"]
+    against_base = gate_run(run_dir, tiny_model, None)["fidelity"]
+    reference = {"reference_model": str(tiny_model), "reference_adapter": active}
+    against_active = gate_run(second, tiny_model, None, **reference)["fidelity"]
 
     assert "base" not in against_base  # the base is the reference already
     assert against_active["transfer_against"] == "active"

@@ -41,26 +41,38 @@ PROBES = [
 ]
 
 
+def random_adapter(path: Path, tiny_model: Path, tiny_tokenizer: Any, seed: int) -> Path:
+    """A LoRA adapter with random, non-zero weights and the tokenizer beside it: a model
+    that answers differently from the tiny base, untrained."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=4, target_modules="all-linear", task_type="CAUSAL_LM", init_lora_weights=False
+    )
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), config)
+    model.save_pretrained(str(path))
+    tiny_tokenizer.save_pretrained(str(path))
+    return path
+
+
+def probed_run(run_dir: Path, tiny_model: Path, tiny_tokenizer: Any) -> Path:
+    """A run directory with fidelity probes and a random LoRA adapter as its artifact."""
+    run_dir = prepare(run_dir, tiny_model, tiny_tokenizer, "lora")
+    (run_dir / "fidelity_probes.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROBES))
+    random_adapter(run_dir / "adapter", tiny_model, tiny_tokenizer, seed=5)
+    return run_dir
+
+
 @pytest.fixture(scope="module")
 def candidate(
     tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, tiny_tokenizer: Any
 ) -> Path:
     """A run directory with fidelity probes and a LoRA adapter (random, non-zero weights,
     with the tokenizer beside it) as its artifact: a candidate to judge, untrained."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    run_dir = prepare(tmp_path_factory.mktemp("judged") / "run", tiny_model, tiny_tokenizer, "lora")
-    (run_dir / "fidelity_probes.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROBES))
-    torch.manual_seed(5)
-    config = LoraConfig(
-        r=4, target_modules="all-linear", task_type="CAUSAL_LM", init_lora_weights=False
-    )
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model), config)
-    model.save_pretrained(str(run_dir / "adapter"))
-    tiny_tokenizer.save_pretrained(str(run_dir / "adapter"))
-    return run_dir
+    return probed_run(tmp_path_factory.mktemp("judged") / "run", tiny_model, tiny_tokenizer)
 
 
 @pytest.fixture
@@ -69,7 +81,11 @@ def fake() -> Iterator[FakeOllama]:
         yield server
 
 
-def _gate(run_dir: Path, tiny_model: Path, judge: JudgeConfig | None) -> dict[str, Any]:
+def gate_run(
+    run_dir: Path, tiny_model: Path, judge: JudgeConfig | None, **reference: Any
+) -> dict[str, Any]:
+    """The gate on a :func:`probed_run` (``reference``: ``reference_model`` and
+    ``reference_adapter`` of an active version)."""
     resolved = resolve_config(
         base_model=tiny_model,
         kind="lora",
@@ -90,6 +106,7 @@ def _gate(run_dir: Path, tiny_model: Path, judge: JudgeConfig | None) -> dict[st
         cache_dir=run_dir.parent / "cache",
         general_set=None,
         judge=judge,
+        **reference,
     )
 
 
@@ -120,7 +137,7 @@ def test_the_judge_is_recorded_apart_and_never_changes_the_verdict(
     ):
         run_dir = tmp_path / name
         shutil.copytree(candidate, run_dir)
-        runs[name] = (_gate(run_dir, tiny_model, judge), *_read(run_dir))
+        runs[name] = (gate_run(run_dir, tiny_model, judge), *_read(run_dir))
         if name == "off":
             assert fake.requests == []  # no judge: nothing asked
 
