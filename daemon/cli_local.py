@@ -20,6 +20,7 @@ def _dataset(settings: Settings, args: argparse.Namespace) -> int:
     from services.curation import load_rules
     from services.errors import PersonadError
     from services.ledger import Ledger
+    from services.persona_style import SYSTEM_FILE
     from services.run_prep import build_profile_dataset, new_run_dir, renderer_for
 
     if not settings.ledger_path.exists():
@@ -44,6 +45,7 @@ def _dataset(settings: Settings, args: argparse.Namespace) -> int:
                 mode=args.mode,
                 max_samples=args.max_samples,
                 tokens=_token_counter(settings, args.base_model or settings.training.base_model),
+                system_file=settings.profiles_dir / args.profile / SYSTEM_FILE,
             )
     except PersonadError as exc:
         # A contaminated dataset lands here too, with the offending ids and tags.

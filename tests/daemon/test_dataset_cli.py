@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -71,9 +72,13 @@ def _ingest(state: Path, mem: Path) -> Ledger:
     return ledger
 
 
+def _cli_argv(state: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "daemon.cli", "dataset", "--state-dir", str(state), *args]
+
+
 def _cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "dataset", "--state-dir", str(state), *args],
+        _cli_argv(state, *args),
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -112,6 +117,22 @@ def test_dataset_of_a_mixed_profile(tmp_path: Path) -> None:
         assert line["prompt"].endswith("<|im_start|>assistant\n")  # SmolLM2's own template
     agent = next(line for line in lines if line["mode"] == "agent")
     assert "<instruction>" in agent["prompt"] and '"shopping_list.add"' in agent["completion"]
+    # The persona's head, as training would build it; the profile's own system.txt wins.
+    assert json.loads((out / "persona.json").read_text())["source"] == "derived"
+    own = tmp_path / "profiles" / "alice" / "system.txt"
+    own.parent.mkdir(parents=True, exist_ok=True)
+    own.write_text("You are Alice, a sailor. Be brief.")
+    again = subprocess.run(
+        [*_cli_argv(state, "alice", "--out", str(tmp_path / "own"), "--json")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PERSONAD_PROFILES_DIR": str(tmp_path / "profiles")},
+    )
+    assert again.returncode == 0, again.stderr
+    first = json.loads((tmp_path / "own" / "fine_tune_dataset.jsonl").open().readline())
+    assert first["messages"][0]["content"].startswith("You are Alice, a sailor. Be brief.")
     # For people: the metrics and the verdict.
     shown = _cli(state, "alice", "--mode", "dual", "--family", "qwen")
     assert shown.returncode == 0, shown.stderr
