@@ -27,6 +27,8 @@ from services.training.progress import DoneEvent, ErrorEvent, ProgressParser
 log = structlog.get_logger(__name__)
 
 POLL_S = 0.5
+# How long a stop may wait for an unreachable head (beyond training.stop_grace_s).
+UNREACHABLE_GRACE_S = 60.0
 PROGRESS_FILE = "progress.jsonl"
 
 
@@ -69,6 +71,7 @@ class RemoteJob:
     ) -> ChildEnd | Detached:
         seen: dict[str, Any] = {"done": None, "error": None, "code": None}
         stop_sent: float | None = None
+        asked = 0.0  # when a stop was first asked for
         timed_out = False
         last_beat = 0.0
         status = "PENDING"
@@ -86,6 +89,9 @@ class RemoteJob:
                 return Detached(self.submission_id)
             if stop_sent is None and (stop_requested() or self._expired(now)):
                 timed_out = not stop_requested()
+                asked = asked or now
+                if now - asked > self.time_limit.grace_s + UNREACHABLE_GRACE_S:
+                    break  # the head does not answer: the job is given up
                 log.info("stopping the Ray job", submission_id=self.submission_id)
                 try:
                     self.jobs.stop(self.submission_id)
