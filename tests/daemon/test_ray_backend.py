@@ -6,6 +6,7 @@ once; a cluster that does not share the state directory stops start-up with the 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +44,7 @@ def ray_head() -> Iterator[RayHead]:
     head = RayHead(temp / "t").start()
     yield head
     head.stop()
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def _daemon(root: Path, address: str, tiny_model: Path) -> DaemonProcess:
