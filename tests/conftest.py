@@ -53,6 +53,14 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_model_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model 64 wide: bitsandbytes' CPU kernels quantize its linear layers."""
+    from tests.services.training.training_helpers import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model-64"), hidden=64)
+
+
+@pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model: Path) -> Any:
     from transformers import AutoTokenizer
 
@@ -71,7 +79,7 @@ def tiny_tokenizer(tiny_model: Path) -> Any:
 # `make test-fast` runs -m "not slow and not training and not reliability"; `make test`
 # runs everything.
 TIERS = {"reliability": "tests/reliability/", "daemon": "tests/daemon/"}
-TRAINING_FIXTURES = {"tiny_model"}
+TRAINING_FIXTURES = {"tiny_model", "tiny_model_64"}
 SLOW = (
     "tests/test_install.py::*",
     # tests/daemon
@@ -104,6 +112,7 @@ SLOW = (
     "*/test_training_child.py::*",
     "*/test_torchrun.py::*",
     "*/test_torchrun_child.py::*",
+    "*/test_training_quantized.py::*",
     "*/test_generation.py::test_the_cli_*",
     "*/test_generation.py::test_no_repeat_ngram_*",
     "*/test_training_light_imports.py::*",

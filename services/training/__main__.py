@@ -178,11 +178,19 @@ def _check_reference(model: str | None, adapter: Path | None) -> None:
         raise BadInputError(f"--reference-adapter {adapter}: not a LoRA adapter directory")
 
 
+# What an allocation that failed says when it is not a torch.OutOfMemoryError: torch's CPU
+# allocator raises a plain RuntimeError (under an address-space limit, say), and so do
+# some CUDA paths.
+OOM_MESSAGES = ("can't allocate memory", "cannot allocate memory", "out of memory")
+
+
 def _is_oom(exc: BaseException) -> bool:
     torch: Any = sys.modules.get("torch")
-    return isinstance(exc, MemoryError) or (
+    if isinstance(exc, MemoryError) or (
         torch is not None and isinstance(exc, torch.OutOfMemoryError)
-    )
+    ):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc).lower() for m in OOM_MESSAGES)
 
 
 class RankProgress(ProgressWriter):

@@ -45,7 +45,7 @@ FRAGMENTATION = 1.10
 CUDA_RUNTIME_GIB = 0.75  # CUDA context and kernels' workspaces
 # Measured here (bench/memory.py): a training child's resident memory with torch,
 # transformers and peft imported and the tokenizer loaded, before the model is.
-CPU_RUNTIME_GIB = 0.62
+CPU_RUNTIME_GIB = 0.45
 NF4_BYTES = 0.5 + 0.0161  # 4 bits, an fp8 absmax per 64 weights, double-quantized
 ACTIVATION_ELEMENTS = (18, 4)  # per token and layer: 18 x hidden + 4 x intermediate
 # Logits are computed only at target (completion) positions: about half a chat sample's

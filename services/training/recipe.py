@@ -41,51 +41,23 @@ from typing import Any
 
 import structlog
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
 from services.training.batching import Batch, Example, collate, encode
 from services.training.checkpoints import Checkpoints, write_artifact
 from services.training.config import ResolvedConfig
-from services.training.config_model import TrainingConfig
 from services.training.dataset_reader import Selection
+from services.training.errors import BadInputError
 from services.training.inference import pick_device
 from services.training.loss import TokenLoss, eval_loss, packing_works
+from services.training.memory_plan import STRATEGIES
+from services.training.model_load import load_model
 from services.training.plan import Plan, lr_lambda, warmup_steps
 from services.training.progress import ProgressWriter
 
 log = structlog.get_logger(__name__)
 
 VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
-
-
-def load_model(
-    base_dir: Path,
-    kind: str,
-    cfg: TrainingConfig,
-    device: torch.device,
-    dtype: torch.dtype,
-    checkpointing: bool,
-) -> tuple[Any, Any]:
-    """(the model to train, the transformers model under it): for LoRA a peft model whose
-    adapters are the only trainable weights, for a full fine-tune the model itself."""
-    base: Any = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
-    base.to(device)
-    model: Any = base
-    if kind == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        lora = cfg.lora
-        config = LoraConfig(
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(base, config)
-    if checkpointing:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model, base
 
 
 def _lower(a: float | None, b: float | None) -> bool:
@@ -202,12 +174,28 @@ class FineTuneRecipe:
             for j in range(0, len(order), cfg.batch_size)
         ]
 
+    @property
+    def memory_strategy(self) -> str:
+        """The memory plan's strategy (``memory_plan``): full, full-8bit, lora or qlora."""
+        plan = self.resolved.plan or {}
+        strategy = str(plan.get("strategy") or self.kind)
+        if strategy not in STRATEGIES[self.kind]:
+            raise BadInputError(f"memory plan {strategy!r} does not train a {self.kind}")
+        return strategy
+
     def _setup_model(self) -> None:
-        """The model (bf16 weights only for LoRA on CUDA), its loss, and whether to pack."""
+        """The model (bf16 weights only for LoRA on CUDA; 4-bit for QLoRA), its loss, and
+        whether to pack."""
         lowered = self.bf16 and self.device.type == "cuda" and self.kind == "lora"
         dtype = torch.bfloat16 if lowered else torch.float32
         self.model, self.base = load_model(
-            self.base_dir, self.kind, self.cfg, self.device, dtype, self.checkpointing
+            self.base_dir,
+            self.kind,
+            self.cfg,
+            self.device,
+            dtype,
+            self.checkpointing,
+            self.memory_strategy,
         )
         self.model.train()
         self.loss_fn = TokenLoss(self.model, self.base)
@@ -238,7 +226,12 @@ class FineTuneRecipe:
         """AdamW (no weight decay on biases and norms) and the warm-up + schedule."""
         cfg = self.cfg
         self.params = params = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(
+        adamw: Any = torch.optim.AdamW
+        if self.memory_strategy == "full-8bit":
+            from services.training.quantized import optimizer_class
+
+            adamw = optimizer_class(self.device)
+        self.optimizer = adamw(
             [
                 {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
                 {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
@@ -266,6 +259,9 @@ class FineTuneRecipe:
             gradient_checkpointing=self.checkpointing,
             strategy=self.strategy,
             micro_batch_tokens=self.plan.budget,
+            memory_strategy=self.memory_strategy,
+            optimizer=type(self.optimizer).__name__,
+            quantized_layers=self._quantized_layers(),
             trainable_params=sum(p.numel() for p in self.params),
             total_params=sum(p.numel() for p in self.model.parameters()),
             truncated=self.truncated,
@@ -277,6 +273,13 @@ class FineTuneRecipe:
             train=len(self.train_examples),
             strategy=self.strategy,
         )
+
+    def _quantized_layers(self) -> int:
+        if self.memory_strategy != "qlora":
+            return 0
+        from services.training.quantized import quantized_layers
+
+        return quantized_layers(self.model)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -423,6 +426,7 @@ class FineTuneRecipe:
             "device": self.device.type,
             "bf16": self.bf16,
             "gradient_checkpointing": self.checkpointing,
+            "memory_strategy": self.memory_strategy,
             "train_seconds": tally.seconds,
             "train_cpu_seconds": tally.cpu_seconds,
             "warnings": self.warnings,

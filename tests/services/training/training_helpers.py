@@ -71,8 +71,10 @@ def write_dataset(
     return path
 
 
-def build_tiny_model(out: Path) -> Path:
-    """Tokenizer + randomly initialised 2-layer Llama, saved with ``save_pretrained``."""
+def build_tiny_model(out: Path, hidden: int = 32) -> Path:
+    """Tokenizer + randomly initialised 2-layer Llama, saved with ``save_pretrained``
+    (``hidden`` 64: every linear layer's input is a whole 4-bit block, as bitsandbytes' CPU
+    kernels need)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -100,8 +102,8 @@ def build_tiny_model(out: Path) -> Path:
     )
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
