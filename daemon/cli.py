@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from daemon import render, render_profile
+from daemon import render, render_profile, train_plan
 from daemon.cli_backup import add_commands as add_backup_commands
 from daemon.cli_local import EXIT_FAILED, LOCAL_COMMANDS
 from daemon.cli_profile import add_commands as add_profile_data_commands
@@ -134,6 +134,7 @@ def _training_commands(commands: _Commands) -> None:
         help="say what the job would do (model, dataset, settings, memory, time); queue nothing",
     )
     train.add_argument("--name", help="the name of the published model (letters, digits, . _ -)")
+    train_plan.add_flags(train)
 
     commands.add("jobs", "training jobs, newest first")
     cancel = commands.add("cancel", "cancel a queued or running job")
@@ -367,6 +368,11 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
         from daemon.status_view import watch
 
         return watch(settings.socket_file, args.interval, args.iterations)
+    if args.command == "train" and train_plan.misused(args):
+        print(f"personad: {train_plan.misused(args)}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "train" and train_plan.local(args):
+        return train_plan.dry_run(settings, args)
     if args.command in LOCAL_COMMANDS:
         return LOCAL_COMMANDS[args.command](settings, args)
     to_args, printer = CLIENT_COMMANDS[args.command]
@@ -386,6 +392,8 @@ def _command(settings: Settings, args: argparse.Namespace) -> int:
                     exc.stopped.append(_cancel_started_job(settings, result))
                     raise
     except DaemonNotRunning as exc:
+        if args.command == "train" and args.dry_run:  # planning needs no daemon
+            return train_plan.dry_run(settings, args)
         print(f"personad: {exc}", file=sys.stderr)
         return EXIT_NOT_RUNNING
     except CommandFailed as exc:

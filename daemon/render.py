@@ -152,6 +152,10 @@ def dataset(summary: dict[str, Any], out_dir: Any) -> None:
 
 
 def _progress_text(p: dict[str, Any] | None) -> str:
+    if p and p.get("plan") and "total_steps" not in p:
+        from services.training.job_memory import summary
+
+        return f"  {p.get('phase', 'starting')}: {summary(p['plan'])}"
     if not p or "total_steps" not in p:
         return f"  {p.get('phase')}" if p and p.get("phase") else ""
     parts = [f"  step {p.get('step', 0)}/{p['total_steps']}"]
@@ -161,6 +165,8 @@ def _progress_text(p: dict[str, Any] | None) -> str:
         parts.append(f"eval {p['eval_loss']:.4f}")
     if p.get("eta_s") is not None:
         parts.append(f"eta {_duration(p['eta_s'])}")
+    if p.get("plan"):
+        parts.append(f"{p['plan']['strategy']} ~{p['plan']['peak_gib']:.1f} GiB")
     return ", ".join(parts)
 
 
