@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from daemon.child import MemoryLimit, Outcome, TimeLimit, TrainingChild, classify_exit
+from daemon.oom_fallback import retry_cheaper, with_note
 from daemon.remote_job import Detached, RemoteJob
 from daemon.train_command import model_size
 from services.curation import load_mode_config, load_rules
@@ -36,7 +37,7 @@ from services.persona_style import SYSTEM_FILE
 from services.publish.local import LocalRegistry
 from services.publish.release import ReleaseConfig, StaleBase, release
 from services.ray_jobs import RayJobError, RayJobs
-from services.run_prep import OWN_PROBES, Retrieve, new_run_dir, prepare_training_run
+from services.run_prep import OWN_PROBES, Device, Retrieve, new_run_dir, prepare_training_run
 from services.run_retention import prune_run_weights
 from services.settings import Settings
 from services.training.command import build_command, torchrun_processes
@@ -210,6 +211,7 @@ class Supervisor:
                 probes_file=s.profiles / job.profile / OWN_PROBES,
                 system_file=s.profiles / job.profile / SYSTEM_FILE,
                 cache_dir=s.state_dir / "base-models",
+                device=Device.of(s.training),
             )
         except (PersonadError, OSError) as exc:
             return Outcome("failed", f"cannot prepare the run: {exc}", str(exc))
@@ -227,6 +229,8 @@ class Supervisor:
         if skip is not None:
             return Outcome("skipped", skip, result={"plan": plan})
         run.progress = {"phase": "starting", "n_train": prepared.n_train}
+        run.progress["plan"] = prepared.config.plan  # status shows it before the job starts
+        ledger.set_progress(job.id, run.progress)
         if run.cancel or self._stopping.is_set():
             state = "cancelled" if run.cancel else "interrupted"
             return Outcome(state, "stopped before training")
@@ -236,6 +240,8 @@ class Supervisor:
             outcome = self._train_remote(ledger, run, plan)
         else:
             outcome = self._train(ledger, run)
+            stopped = run.cancel or self._stopping.is_set()
+            outcome = retry_cheaper(ledger, run, outcome, lambda: self._train(ledger, run), stopped)
         if outcome.result is not None:
             metrics = outcome.result.get("metrics") or {}
             size = model_size(run.run_dir / ("adapter" if job.kind == "lora" else "model"))
@@ -250,7 +256,7 @@ class Supervisor:
             outcome = replace(outcome, result=result)
         if outcome.state == "succeeded":
             outcome = self._accept(ledger, job, run, outcome, plan)
-        return outcome
+        return with_note(outcome)
 
     def _train_remote(self, ledger: Ledger, run: Running, plan: dict[str, Any]) -> Outcome:
         """The training child as a Ray job; its submission id (and the plan, to publish

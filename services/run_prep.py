@@ -172,6 +172,11 @@ class Device:
     gpu_memory_gb: float | None = None
     memory_limit_mb: int | None = None
 
+    @classmethod
+    def of(cls, training: Any) -> Device:
+        """From the ``training`` settings."""
+        return cls(training.device, training.gpu_memory_gb, training.memory_limit_mb)
+
 
 def plan_memory(config: ResolvedConfig, device: Device, tokens: int) -> ResolvedConfig:
     """``config`` with its memory plan and time estimate (``services.training.job_memory``);

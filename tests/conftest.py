@@ -89,6 +89,7 @@ SLOW = (
     "*/test_supervisor.py::test_force_with_nothing_new_is_skipped_and_all_retrains_*",
     "*/test_chroma_server.py::*",
     "*/test_ray_backend.py::*",
+    "*/test_oom_fallback.py::*",
     "*/test_ingest_e2e.py::*",  # one daemon; later tests build on the first one's profiles
     "*/test_http_api.py::*",  # one daemon for the module, two more for the start-up cases
     "*/test_dashboard_browser.py::*",
