@@ -63,8 +63,19 @@ def run_settings(resolved: ResolvedConfig, device: str) -> tuple[Settings, bool]
         effective_batch=cfg.batch_size * cfg.gradient_accumulation_steps,
         checkpointing=checkpointing,
         lora_r=cfg.lora.r,
+        load_bytes=0 if cuda else weight_file_bytes(Path(resolved.base_model), resolved),
     )
     return settings, fixed
+
+
+def weight_file_bytes(base: Path, resolved: ResolvedConfig) -> int:
+    """Bytes of the safetensors files a model loads from; a GGUF or a model without them is
+    loaded from its fp32 conversion (4 bytes a parameter)."""
+    files = sorted(base.glob("*.safetensors")) if base.is_dir() else []
+    files = [f for f in files if not f.name.startswith("adapter_")]
+    if files:
+        return sum(f.stat().st_size for f in files)
+    return 4 * resolved.model.params
 
 
 def plan_job(

@@ -15,10 +15,11 @@ Strategies, cheapest last for each kind of run (:data:`STRATEGIES`):
 
 Peak = weights + trainable state (gradients, optimizer) + activations of one micro-batch
 (every layer's when gradient checkpointing is off; with it, one hidden state per layer and
-one layer's at recomputation) + logits at the target positions (about half the tokens), with
-10% for the allocator's fragmentation, + the runtime (the CUDA context, or on a CPU the
-interpreter with torch, transformers and peft imported). The estimate is checked against
-measured peaks in ``bench/MEMORY.md``.
+one layer's at recomputation) + logits at the target positions (about half the tokens),
+the last three with 10% for the allocator's fragmentation; on a CPU at least the weights
+in full precision plus the weight files mapped while they load. Plus the runtime (the CUDA
+context, or on a CPU the interpreter with torch, transformers and peft imported). The
+estimate is checked against measured peaks in ``bench/MEMORY.md``.
 
 :func:`choose` takes the best strategy of the run's kind that fits ``device_gib`` with
 :data:`HEADROOM` to spare, lowering the micro-batch (samples per forward pass) first and
@@ -101,6 +102,7 @@ class Settings:
     effective_batch: int  # samples per optimizer step
     checkpointing: bool
     lora_r: int
+    load_bytes: int = 0  # weight files mapped while the model loads into host memory (CPU)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class Estimate:
     trainable: float
     activations: float
     logits: float
+    loading: float
     runtime: float
     peak: float
     trainable_params: int
@@ -147,7 +150,11 @@ def estimate(shape: ModelShape, strategy: Strategy, s: Settings) -> Estimate:
     logits = float(LOGIT_BYTES * TARGET_SHARE * tokens * shape.vocab)
     runtime = CUDA_RUNTIME_GIB if s.device == "cuda" else CPU_RUNTIME_GIB
     trainable = float(trainable_params * state)
-    work = (weights + trainable + activations + logits) * FRAGMENTATION / GIB
+    work = (weights + (trainable + activations + logits) * FRAGMENTATION) / GIB
+    # On a CPU the weight files are mapped into memory while the weights are copied out, in
+    # full precision (a 4-bit base is quantized from them, layer by layer).
+    loaded = weights if strategy in ("full", "full-8bit") else compute * shape.params
+    loading = (loaded + s.load_bytes) / GIB if s.device == "cpu" else 0.0
     return Estimate(
         strategy=strategy,
         micro_batch=s.micro_batch,
@@ -156,8 +163,9 @@ def estimate(shape: ModelShape, strategy: Strategy, s: Settings) -> Estimate:
         trainable=trainable / GIB,
         activations=activations / GIB,
         logits=logits / GIB,
+        loading=loading,
         runtime=runtime,
-        peak=work + runtime,
+        peak=max(work, loading) + runtime,
         trainable_params=trainable_params,
     )
 
