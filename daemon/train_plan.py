@@ -18,7 +18,6 @@ EXIT_FAILED = 1
 
 
 def add_flags(train: argparse.ArgumentParser) -> None:
-    train.add_argument("--dry-run", action="store_true", help="plan memory and time; queue nothing")
     train.add_argument("--base-model", help="plan for this base model (with --dry-run)")
     train.add_argument(
         "--gpu-memory-gb", type=float, help="plan for a GPU of this many GiB (with --dry-run)"

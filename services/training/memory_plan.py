@@ -297,14 +297,14 @@ def refusal(plan: MemoryPlan, kind: str) -> str:
     where = "this GPU" if plan.device == "cuda" else "this machine"
     ways = [
         f"{name} needs ~{alt[name]:.0f} GiB"
-        for name in ("full-8bit", "lora", "qlora")
-        if name != wanted and name in alt and alt[name] < alt[wanted]
+        for name in ("lora", "qlora")
+        if name not in STRATEGIES.get(kind, ()) and name in alt
     ]
-    ways.append("or more GPUs with training.launcher, or a smaller max_seq_length")
+    ways.append("more GPUs with training.launcher, or a smaller max_seq_length")
     return (
         f"{_label(wanted)} of {plan.params / 1e9:.1f}B needs ~{alt[wanted]:.0f} GiB "
         f"(the cheapest {plan.strategy}: ~{plan.peak_gib:.1f} GiB); {where} has "
-        f"{plan.device_gib:.0f} GiB ({plan.device_source}); " + ", ".join(ways)
+        f"{plan.device_gib:.0f} GiB ({plan.device_source}); ways out: " + "; ".join(ways)
     )
 
 
