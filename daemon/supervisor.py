@@ -26,7 +26,7 @@ import structlog
 from daemon.child import MemoryLimit, Outcome, TimeLimit, TrainingChild, classify_exit
 from daemon.oom_fallback import retry_cheaper, with_note
 from daemon.remote_job import Detached, RemoteJob
-from daemon.train_command import model_size
+from daemon.train_command import job_result
 from services.curation import load_mode_config, load_rules
 from services.errors import PersonadError
 from services.fidelity.judge import judge_config
@@ -243,16 +243,7 @@ class Supervisor:
             stopped = run.cancel or self._stopping.is_set()
             outcome = retry_cheaper(ledger, run, outcome, lambda: self._train(ledger, run), stopped)
         if outcome.result is not None:
-            metrics = outcome.result.get("metrics") or {}
-            size = model_size(run.run_dir / ("adapter" if job.kind == "lora" else "model"))
-            result = {
-                **outcome.result,
-                "plan": plan,
-                "examples": prepared.n_train,
-                "training_seconds": metrics.get("train_seconds"),
-                "model_size_bytes": size,
-                "model_size_mb": None if size is None else round(size / 1e6, 3),
-            }
+            result = job_result(outcome.result, plan, prepared.n_train, run.run_dir, job.kind)
             outcome = replace(outcome, result=result)
         if outcome.state == "succeeded":
             outcome = self._accept(ledger, job, run, outcome, plan)

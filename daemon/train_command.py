@@ -121,3 +121,19 @@ def model_size(artifact: Path) -> int | None:
     if not artifact.is_dir():
         return None
     return sum(p.stat().st_size for p in artifact.rglob("*") if p.is_file())
+
+
+def job_result(
+    result: dict[str, Any], plan: dict[str, Any], examples: int, run_dir: Path, kind: str
+) -> dict[str, Any]:
+    """A trained job's result: the child's, with the lifecycle ``plan``, the ``examples``
+    trained on, ``training_seconds`` and the artifact's size."""
+    size = model_size(run_dir / ("adapter" if kind == "lora" else "model"))
+    return {
+        **result,
+        "plan": plan,
+        "examples": examples,
+        "training_seconds": (result.get("metrics") or {}).get("train_seconds"),
+        "model_size_bytes": size,
+        "model_size_mb": None if size is None else round(size / 1e6, 3),
+    }
