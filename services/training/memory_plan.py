@@ -49,6 +49,7 @@ CUDA_RUNTIME_GIB = 0.75  # CUDA context and kernels' workspaces
 CPU_RUNTIME_GIB = 0.45
 NF4_BYTES = 0.5 + 0.0161  # 4 bits, an fp8 absmax per 64 weights, double-quantized
 ACTIVATION_ELEMENTS = (18, 4)  # per token and layer: 18 x hidden + 4 x intermediate
+LORA_ACTIVATION_ELEMENTS = (6,)  # more with adapters: 6 x hidden + intermediate
 # Logits are computed only at target (completion) positions: about half a chat sample's
 # tokens; each costs the logit, its fp32 copy for the loss and their gradients.
 TARGET_SHARE = 0.5
@@ -142,6 +143,8 @@ def estimate(shape: ModelShape, strategy: Strategy, s: Settings) -> Estimate:
         state = 4 + 4 + 8  # fp32 adapter, its gradient, AdamW's two states
     tokens = s.micro_batch * s.seq_len
     per_layer = ACTIVATION_ELEMENTS[0] * shape.hidden + ACTIVATION_ELEMENTS[1] * shape.intermediate
+    if strategy in ("lora", "qlora"):  # each adapter keeps its (dropped-out) input
+        per_layer += LORA_ACTIVATION_ELEMENTS[0] * shape.hidden + shape.intermediate
     if s.checkpointing:
         act_elements = tokens * (shape.layers * shape.hidden + per_layer)
     else:
@@ -151,6 +154,8 @@ def estimate(shape: ModelShape, strategy: Strategy, s: Settings) -> Estimate:
     runtime = CUDA_RUNTIME_GIB if s.device == "cuda" else CPU_RUNTIME_GIB
     trainable = float(trainable_params * state)
     work = (weights + (trainable + activations + logits) * FRAGMENTATION) / GIB
+    if s.device == "cpu":  # the weight files' pages stay mapped (measured: bench/MEMORY.md)
+        work += s.load_bytes / GIB
     # On a CPU the weight files are mapped into memory while the weights are copied out, in
     # full precision (a 4-bit base is quantized from them, layer by layer).
     loaded = weights if strategy in ("full", "full-8bit") else compute * shape.params
