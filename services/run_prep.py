@@ -171,11 +171,19 @@ class Device:
     device: str = "auto"
     gpu_memory_gb: float | None = None
     memory_limit_mb: int | None = None
+    launcher: str | None = None
+    nproc: int | None = None
 
     @classmethod
     def of(cls, training: Any) -> Device:
         """From the ``training`` settings."""
-        return cls(training.device, training.gpu_memory_gb, training.memory_limit_mb)
+        return cls(
+            training.device,
+            training.gpu_memory_gb,
+            training.memory_limit_mb,
+            training.launcher,
+            training.nproc_per_node,
+        )
 
 
 def plan_memory(config: ResolvedConfig, device: Device, tokens: int) -> ResolvedConfig:
@@ -187,6 +195,8 @@ def plan_memory(config: ResolvedConfig, device: Device, tokens: int) -> Resolved
         device=device.device,
         gpu_memory_gb=device.gpu_memory_gb,
         memory_limit_mb=device.memory_limit_mb,
+        launcher=device.launcher,
+        nproc=device.nproc,
     )
     if not plan.fits:
         raise MemoryPlanError(plan)

@@ -24,7 +24,7 @@ from services.training.memory_plan import (
     fallback,
     job_devices,
 )
-from services.training.model_shape import device_memory, model_shape
+from services.training.model_shape import device_memory, gpu_count, model_shape
 from services.training.modelinfo import estimate_seconds
 
 CHARS_PER_TOKEN = 4  # a rough count of dataset tokens from its characters, for the estimate
@@ -86,6 +86,7 @@ def plan_job(
     gpu_memory_gb: float | None = None,
     memory_limit_mb: int | None = None,
     launcher: str | None = None,
+    nproc: int | None = None,
 ) -> MemoryPlan:
     """The best plan that fits (``fits`` False, with ``reason``, when none does)."""
     kind, gib, source = device_memory(
@@ -98,7 +99,7 @@ def plan_job(
         device_gib=gib,
         device_source=source,
         checkpointing_fixed=fixed,
-        devices=job_devices(launcher),
+        devices=job_devices(launcher, gpu_count() if kind == "cuda" else 0, nproc),
     )
 
 

@@ -349,9 +349,14 @@ def fallback(plan: MemoryPlan, shape: ModelShape, s: Settings) -> MemoryPlan | N
     return replace(new, fallback_from=previous)
 
 
-def job_devices(launcher: str | None = None, visible_gpus: int = 0) -> int:
-    """How many devices a job trains on: one today (a single process); a multi-device
-    launcher will return ``visible_gpus`` here."""
-    if launcher in (None, "", "single"):
+def job_devices(
+    launcher: str | None = None, visible_gpus: int = 0, nproc: int | None = None
+) -> int:
+    """How many devices a job trains on: one for a single process (``training.launcher``
+    ``local``); with torchrun ``nproc`` (``training.nproc_per_node``), else every visible
+    GPU. Memory is planned per device as a whole replica (FSDP's sharding of a full
+    fine-tune is not counted: the plan errs on the safe side); the time estimate is
+    divided among the devices."""
+    if launcher in (None, "", "local", "single"):
         return 1
-    return max(1, visible_gpus)
+    return max(1, nproc if nproc is not None else visible_gpus)

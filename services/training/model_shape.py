@@ -196,6 +196,18 @@ def cuda_memory() -> tuple[float, float] | None:
     return free / 1024, total / 1024  # MiB -> GiB
 
 
+def gpu_count() -> int:
+    """Visible CUDA devices as ``nvidia-smi -L`` lists them (0 without it)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
 def ram_available_gib(meminfo: Path = Path("/proc/meminfo")) -> float:
     """``MemAvailable`` in GiB (what can be allocated without swapping)."""
     try:

@@ -16,6 +16,7 @@ from tests.services.test_run_prep_probes import _ingest
 
 
 def _prepare(tmp_path: Path, model: Path, device: Device, kind: str = "lora") -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     with Ledger(tmp_path / "ledger.db") as ledger:
         _ingest(ledger, tmp_path)
         run_dir = tmp_path / "run"
@@ -68,3 +69,16 @@ def test_a_model_that_cannot_fit_is_refused_before_loading(tmp_path: Path) -> No
     assert "full fine-tune of 70.6B needs ~" in message and "24 GiB" in message
     assert "qlora needs ~" in message
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_a_torchrun_job_is_planned_for_its_ranks(tmp_path: Path, tiny_model: Path) -> None:
+    one = _prepare(tmp_path / "one", tiny_model, Device(device="cpu", gpu_memory_gb=8))
+    two = _prepare(
+        tmp_path / "two",
+        tiny_model,
+        Device(device="cpu", gpu_memory_gb=8, launcher="torchrun", nproc=2),
+    )
+    plan_one = ResolvedConfig.read(one / "config.json").plan or {}
+    plan_two = ResolvedConfig.read(two / "config.json").plan or {}
+    assert (plan_one["devices"], plan_two["devices"]) == (1, 2)
+    assert plan_two["estimate_s"] == pytest.approx(plan_one["estimate_s"] / 2, rel=0.05)

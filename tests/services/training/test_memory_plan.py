@@ -149,3 +149,4 @@ def test_one_device_per_job_today() -> None:
     assert job_devices() == 1
     assert job_devices("single", visible_gpus=8) == 1
     assert job_devices("torchrun", visible_gpus=4) == 4
+    assert job_devices("torchrun", visible_gpus=4, nproc=2) == 2
