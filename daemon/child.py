@@ -286,6 +286,9 @@ def apply_event(progress: dict[str, Any], ev: Event) -> None:
         p.update(phase="error", error=ev.message)
 
 
+DISK_FULL_MARKS = ("No space left on device", "Disk quota exceeded", "database or disk is full")
+
+
 def classify_exit(
     returncode: int,
     *,
@@ -338,6 +341,14 @@ def _failure(returncode: int, last_error: str | None, detail: str) -> Outcome:
         )
     if returncode == ExitCode.CANCELLED:
         return Outcome("cancelled", "the training process was stopped", exit_code=returncode)
+    if last_error and any(mark in last_error for mark in DISK_FULL_MARKS):
+        return Outcome(
+            "failed",
+            f"disk full{detail}; free space under the state directory (the run's partial "
+            "checkpoints and weights were removed)",
+            "disk full",
+            exit_code=returncode,
+        )
     if returncode < 0:
         name = signal.Signals(-returncode).name
         hint = " (the kernel's out-of-memory killer?)" if returncode == -signal.SIGKILL else ""

@@ -6,6 +6,7 @@ this thread too, so the index is written from one place.
 
 from __future__ import annotations
 
+import errno
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +22,22 @@ from services.ledger import Ledger
 from services.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+DISK_FULL_RETRY_S = 2.0
+_DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """An error (or one of its causes) saying the filesystem or a quota is full."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _DISK_FULL_ERRNOS:
+            return True
+        if "database or disk is full" in str(seen) or "No space left" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
 
 _ALL = Path("/")  # marker: scan every profile
 
@@ -115,7 +132,7 @@ class IngestWorker(threading.Thread):
         items = self.queue.take(self.settings.ingest.batch_max_files, timeout=0.25)
         touched: set[str] = set()
         settle = self.settings.ingest.settle_s
-        for profile, path, closed in items:
+        for number, (profile, path, closed) in enumerate(items):
             if self._stopping.is_set():
                 # Not taken: the next start's reconcile scan finds it again.
                 break
@@ -123,9 +140,15 @@ class IngestWorker(threading.Thread):
                 continue
             try:
                 result = ingestor.ingest_file(profile, path)
-            except Exception:
+            except Exception as exc:
+                if is_disk_full(exc):  # nothing was written (one transaction per file)
+                    self._disk_full(exc, items[number:])
+                    break
                 log.exception("ingest failed; will retry on the next scan", path=str(path))
                 continue
+            if self.state == "disk-full":
+                self.state, self.last_error = "running", None
+                log.warning("disk space is back; ingest resumed")
             self.files_done += 1
             if result.outcome is not None:
                 touched.add(profile)
@@ -211,6 +234,19 @@ class IngestWorker(threading.Thread):
             why=why,
             set_aside=str(aside) if aside else None,
         )
+
+    def _disk_full(self, exc: Exception, waiting: list[tuple[str, Path, bool]]) -> None:
+        """The state directory's filesystem is full: this file and the rest of the batch
+        wait and are tried again every DISK_FULL_RETRY_S, until space returns."""
+        for profile, path, _closed in waiting:
+            self.queue.requeue(profile, path, DISK_FULL_RETRY_S)
+        if self.state != "disk-full":
+            self.state = "disk-full"
+            self.last_error = (
+                f"the disk holding {self.settings.state_dir} is full ({exc}); ingest is "
+                f"paused and resumes by itself once space is freed ({len(waiting)} files wait)"
+            )
+            log.error("disk full: ingest paused", error=str(exc), waiting=len(waiting))
 
     def _index_failed(self, exc: Exception) -> None:
         # Memories stay marked unindexed in the ledger; the next step retries.

@@ -38,7 +38,7 @@ from services.publish.local import LocalRegistry
 from services.publish.release import ReleaseConfig, StaleBase, release
 from services.ray_jobs import RayJobError, RayJobs
 from services.run_prep import OWN_PROBES, Device, Retrieve, new_run_dir, prepare_training_run
-from services.run_retention import prune_run_weights
+from services.run_retention import tidy_after_job
 from services.settings import Settings
 from services.training.command import build_command, torchrun_processes
 
@@ -290,7 +290,7 @@ class Supervisor:
 
         def save_progress() -> None:
             if run.progress:
-                ledger.set_progress(run.job.id, run.progress)
+                ledger.try_set_progress(run.job.id, run.progress)
 
         end = follower.follow(
             run.progress,
@@ -373,6 +373,9 @@ class Supervisor:
             )
             log.info("job interrupted", reason=outcome.reason, retry=retry.id if retry else None)
             return
+        with contextlib.suppress(OSError, LedgerError):  # frees space before the ledger write
+            pruned = tidy_after_job(ledger, self.settings, job.id, outcome.error == "disk full")
+            log.info("run weights pruned", dirs=len(pruned.dirs), freed=pruned.freed_bytes)
         ledger.finish_job(
             job.id,
             outcome.state,
@@ -383,13 +386,6 @@ class Supervisor:
         )
         event = "job succeeded" if outcome.state == "succeeded" else "job ended"
         log.info(event, state=outcome.state, reason=outcome.reason)
-        t = self.settings.training
-        with contextlib.suppress(OSError, LedgerError):
-            if t.prune_run_weights:
-                pruned = prune_run_weights(
-                    ledger, self.settings.state_dir, job.profile, t.keep_unpublished_weights
-                )
-                log.info("run weights pruned", dirs=len(pruned.dirs), freed=pruned.freed_bytes)
 
     def _command(self, run: Running, progress_fd: int | None) -> list[str]:
         """The training child's command line (under torchrun with that launcher)."""
@@ -421,7 +417,7 @@ class Supervisor:
 
         def save_progress() -> None:
             if run.progress:
-                ledger.set_progress(run.job.id, run.progress)
+                ledger.try_set_progress(run.job.id, run.progress)
 
         child = TrainingChild(
             run.run_dir,

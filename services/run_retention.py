@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.ledger import Ledger
+from services.settings import Settings
 
 WEIGHTS = ("adapter", "model")
 CHECKPOINTS = "checkpoints"
@@ -87,3 +88,31 @@ def _registered(ledger: Ledger, state_dir: Path, profile: str) -> set[str]:
         if (state_dir / "models" / profile / f"v{r['version']}").is_dir():
             out.add(str(r["run_dir"]))
     return out
+
+
+def remove_partial_outputs(run_dir: Path) -> Pruned:
+    """A run that failed for a full disk: its checkpoints and weights, half written
+    perhaps, go; its summaries and logs (which say what happened) stay."""
+    pruned = Pruned()
+    for name in (CHECKPOINTS, *WEIGHTS):
+        _remove(run_dir / name, pruned)
+    return pruned
+
+
+def tidy_after_job(ledger: Ledger, settings: Settings, job_id: int, disk_full: bool) -> Pruned:
+    """As a job ends (before it is recorded): a disk-full failure's partial outputs,
+    then the retention of the runs finished before it."""
+    pruned = Pruned()
+    job = ledger.job(job_id)
+    if job is None:
+        return pruned
+    if disk_full and job.run_dir:
+        pruned = remove_partial_outputs(Path(job.run_dir))
+    t = settings.training
+    if t.prune_run_weights:
+        more = prune_run_weights(
+            ledger, settings.state_dir, job.profile, t.keep_unpublished_weights
+        )
+        pruned.dirs += more.dirs
+        pruned.freed_bytes += more.freed_bytes
+    return pruned

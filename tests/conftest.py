@@ -107,6 +107,7 @@ SLOW = (
     "*/test_interruption.py::*",
     "*/test_damaged_stores.py::*",
     "*/test_backup_restore.py::*",
+    "*/test_disk_full.py::*",
     # tests/services
     "*/test_eval_gate.py::*",
     "*/test_gate_judge.py::*",

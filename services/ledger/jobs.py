@@ -8,10 +8,12 @@ limit, a new queued job (``retry_of`` the old one) takes its place.
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
 from services.ledger.db import Database, utcnow
+from services.ledger.errors import LedgerError
 
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled", "interrupted", "skipped", "rejected")
@@ -169,6 +171,14 @@ class JobStore(Database):
     def set_progress(self, job_id: int, progress: dict[str, Any]) -> None:
         with self.transaction() as db:
             db.execute("UPDATE jobs SET progress = ? WHERE id = ?", [json.dumps(progress), job_id])
+
+    def try_set_progress(self, job_id: int, progress: dict[str, Any]) -> bool:
+        """set_progress, best effort: a full disk or a busy ledger must not end a job."""
+        try:
+            self.set_progress(job_id, progress)
+        except (sqlite3.Error, LedgerError):
+            return False
+        return True
 
     def finish_job(
         self,

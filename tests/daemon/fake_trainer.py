@@ -92,6 +92,16 @@ def main() -> int:
                 time.sleep(1)
         time.sleep(0.5)
         return 0
+    if behaviour == "fill-disk":  # a checkpoint that meets a full disk
+        checkpoint = os.path.join(run_dir, "checkpoints", "step-1")
+        os.makedirs(checkpoint)
+        try:
+            with open(os.path.join(checkpoint, "model.safetensors"), "wb", buffering=0) as f:
+                while True:
+                    f.write(b"\0" * 65536)
+        except OSError as exc:
+            emit({"event": "error", "message": f"saving a checkpoint failed: {exc}", "code": 1})
+            return 1
     if behaviour == "ignore-term":
         import signal
 
