@@ -14,7 +14,15 @@ Sections (each a real daemon process; `--only` picks some, in this order):
 - ``event_loss``: a share of file events dropped on purpose; the reconcile scan finds them;
 - ``overflow``: a real inotify queue overflow (needs root to lower the kernel limit);
 - ``soak``: files at 5/s and a status query per second for 10 minutes: RSS, fds, threads;
-- ``idle``: the idle daemon's CPU use.
+- ``idle``: the idle daemon's CPU use;
+- ``links``: links planted in a memory folder (another profile, the state dir, /etc);
+- ``interruption``: SIGINT/SIGTERM to demo (during ingest and training) and status --watch;
+- ``ledger``: the first-migration fixture migrated from every stage; damaged and newer
+  ledgers refused;
+- ``index``: the Chroma index deleted, overwritten or its segments deleted, while the
+  daemon is down or running;
+- ``backup``: backup during a steady ingest, restore into a fresh state, compared;
+- ``disk_full``: a small tmpfs under the state directory (root): ingest and training.
 
     .venv/bin/python bench/reliability.py [--only crash,soak] [--quick] [--json-out F]
 
@@ -97,6 +105,110 @@ def idle(root: Path, quick: bool, seed: int) -> dict[str, Any]:
     return idle_cpu(root, seconds=10 if quick else 60)
 
 
+def links(root: Path, quick: bool, seed: int) -> dict[str, Any]:
+    from tests.reliability.foreign import run_planted_links
+
+    return run_planted_links(root)
+
+
+def interruption(root: Path, quick: bool, seed: int) -> dict[str, Any]:
+    """Ctrl-C / SIGTERM to status --watch, ask, train --wait and demo (early and late)."""
+    import signal
+
+    from tests.reliability.interruption import demo_args, has_socket, interrupt_cli
+    from tests.services.training.training_helpers import build_tiny_model
+
+    tiny = build_tiny_model(root / "tiny")
+    config = json.dumps(
+        {
+            "batch_size": 4,
+            "gradient_accumulation_steps": 1,
+            "max_seq_length": 256,
+            "max_steps": 100_000,
+        }
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cases = []
+    for moment, sig in (
+        ("ingesting and indexing", signal.SIGTERM),
+        ("job 1 running: step ", signal.SIGINT),
+    ):
+        out = root / f"demo-{sig}"
+        cases.append(
+            interrupt_cli(
+                demo_args(out, tiny, config), env, lambda p, e, m=moment: m in e, sig
+            ).summary()
+        )
+    from tests.reliability.fuzz import fuzz_daemon
+
+    with fuzz_daemon(root / "w", indexed=True) as d:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            cases.append(
+                interrupt_cli(
+                    ["status", "--watch", "--interval", "0.2", "--socket", str(d.socket)],
+                    d.env,
+                    lambda p, e: has_socket(p.pid) and time.sleep(0.5) is None,
+                    sig,
+                    settle_s=0.5,
+                ).summary()
+            )
+    return {
+        "cases": cases,
+        "left_total": sum(c["left"] for c in cases),
+        "slowest_s": max(c["seconds"] for c in cases),
+    }
+
+
+def ledger(root: Path, quick: bool, seed: int) -> dict[str, Any]:
+    from services.ledger import Ledger
+    from services.ledger.schema import MIGRATIONS
+    from tests.reliability.damaged import ledger_refusals, old_ledger
+
+    migrated = []
+    for applied in range(1, len(MIGRATIONS) + 1):
+        path = old_ledger(root / f"m{applied}" / "ledger.sqlite3", applied)
+        with Ledger(path) as opened:
+            counts = opened.profile_counts()["alice"]
+            migrated.append(
+                {
+                    "from": MIGRATIONS[applied - 1][0],
+                    "memories": counts["memories"],
+                    "samples": counts["samples"],
+                    "integrity": opened.integrity_check(),
+                }
+            )
+    return {"migrations": migrated, "refusals": ledger_refusals(root / "refusals")}
+
+
+def index(root: Path, quick: bool, seed: int) -> dict[str, Any]:
+    from tests.reliability.damaged import INDEX_DAMAGE, index_rebuild
+
+    return {"scenarios": [index_rebuild(root / f"i{n}", how) for n, how in enumerate(INDEX_DAMAGE)]}
+
+
+def backup(root: Path, quick: bool, seed: int) -> dict[str, Any]:
+    from tests.reliability.backups import backup_round_trip
+
+    return backup_round_trip(root, files=10 if quick else 40)
+
+
+def disk_full(root: Path, quick: bool, seed: int) -> dict[str, Any]:
+    from tests.reliability.backups import fake_python
+    from tests.reliability.diskfull import (
+        ingest_disk_full,
+        small_fs_unavailable,
+        training_disk_full,
+    )
+
+    why = small_fs_unavailable()
+    if why:
+        return {"skipped": why}
+    return {
+        "ingest": ingest_disk_full(root / "i", files=12 if quick else 40),
+        "training": training_disk_full(root / "t", fake_python(root)),
+    }
+
+
 SECTIONS: dict[str, Section] = {
     "crash": crash,
     "stateful": stateful,
@@ -105,6 +217,12 @@ SECTIONS: dict[str, Section] = {
     "overflow": overflow,
     "soak": soak,
     "idle": idle,
+    "links": links,
+    "interruption": interruption,
+    "ledger": ledger,
+    "index": index,
+    "backup": backup,
+    "disk_full": disk_full,
 }
 
 
