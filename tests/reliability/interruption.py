@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from daemon.interrupt import descendants
+from daemon.interrupt import descendants, stop_tree
 from tests.daemon_process import REPO
 
 
@@ -151,9 +151,9 @@ def interrupt_cli(
         result._mark = mark
         return result
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        # A harness that failed half-way (a timeout, say) leaves nothing of the command:
+        # the demo's daemon runs in its own session and would outlive a plain kill.
+        stop_tree(proc, grace_s=1.0)
 
 
 def demo_args(root: Path, tiny_model: Path, train_config: str) -> list[str]:
