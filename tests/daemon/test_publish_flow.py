@@ -10,6 +10,7 @@ import pytest
 from services.curation import load_rules
 from services.ingest import Ingestor, make_curator
 from services.ledger import Ledger
+from services.persona_prompt import system_message
 from services.publish.local import LocalRegistry
 from services.publish.release import align_published, rollback
 from services.settings import Settings, load_settings
@@ -106,7 +107,8 @@ def test_publish_to_ollama_and_a_failed_swap_keeps_the_old_version(
 ) -> None:
     monkeypatch.setenv("FAKE_TRAINER", "ok")
     with FakeOllama() as ollama:
-        h = Harness(_settings(tmp_path, tiny_model, url=ollama.url), fake_python)
+        params = {"temperature": 0.7, "top_p": 0.9, "repeat_penalty": 1.1}
+        h = Harness(_settings(tmp_path, tiny_model, url=ollama.url, **params), fake_python)
         _add(h.ledger, tmp_path, 12)
         h.supervisor.start()
         try:
@@ -117,6 +119,15 @@ def test_publish_to_ollama_and_a_failed_swap_keeps_the_old_version(
             assert ollama.model("personad-alice:latest").digest == release["digest"]
             modelfile = (Path(first.run_dir or "") / "Modelfile").read_text()
             assert "TEMPLATE" in modelfile and "PARAMETER stop <|im_end|>" in modelfile
+            for name, value in params.items():
+                assert f"PARAMETER {name} {value}" in modelfile
+            # SYSTEM is the persona's system message, opening with the head it trained under,
+            # and the version keeps that head for ask.
+            head = json.loads((Path(first.run_dir or "") / "persona.json").read_text())["system"]
+            assert head.startswith("You are alice.")
+            assert f'SYSTEM """{system_message("alice", (), head)}"""' in modelfile
+            info = LocalRegistry(tmp_path / "state" / "models").info("alice", 1)
+            assert info["info"]["system"] == head
             # The next swap fails at the copy: latest stays on v1 everywhere.
             ollama.fail_next("/api/copy", times=5, status=500, error="disk full")
             _add(h.ledger, tmp_path, 8, start=200)
