@@ -53,7 +53,7 @@ def small_fs(path: Path, size_kb: int) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def _fill(directory: Path) -> Path:
+def fill(directory: Path) -> Path:
     """A filler file that takes every free byte of the filesystem."""
     filler = directory / "filler"
     fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -103,7 +103,7 @@ def ingest_disk_full(root: Path, files: int = 12, size_kb: int = 24_000) -> dict
         folder.mkdir(parents=True)
         expected = sum(_file(folder, n) for n in range(3))
         d.wait_for(lambda: _ledger(d)["memories"] == expected, 60)
-        filler = _fill(d.state_dir)
+        filler = fill(d.state_dir)
         expected += sum(_file(folder, n) for n in range(3, files))
         status = d.wait_for(
             lambda: (s := d.call("status")["daemon"]["ingest"])["state"] == "disk-full" and s,
