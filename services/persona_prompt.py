@@ -47,10 +47,15 @@ def clip(text: str, limit: int = MAX_MEMORY_CHARS) -> str:
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
+def default_head(profile: str) -> str:
+    """The opening of the system message of a profile with nothing known of its style."""
+    return f"You are {profile}. Answer as {profile}, in your own words."
+
+
 def system_message(profile: str, memories: Sequence[str] = (), head: str | None = None) -> str:
     """The persona's system message, with ``memories`` (texts) listed when given. It opens
     with ``head`` (the profile's style, :mod:`services.persona_style`) when given."""
-    head = head or f"You are {profile}. Answer as {profile}, in your own words."
+    head = head or default_head(profile)
     if not memories:
         return head
     listed = "\n".join(f"- {clip(m)}" for m in memories)

@@ -27,6 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from services.jsonl import read_object
+from services.persona_prompt import default_head
+
 if TYPE_CHECKING:
     from services.ledger import Ledger
 
@@ -38,11 +41,6 @@ MIN_ANSWERS = 4  # fewer emulation answers than this: no length, no phrases
 MAX_SYSTEM_CHARS = 2000  # a system.txt longer than this is refused
 
 _WORD = re.compile(r"\S+")
-
-
-def default_head(profile: str) -> str:
-    """The head of a profile with nothing known of its style."""
-    return f"You are {profile}. Answer as {profile}, in your own words."
 
 
 @dataclass(frozen=True)
@@ -106,15 +104,12 @@ def derive_head(profile: str, style: Style) -> str:
     if style.words:
         parts.append(f"Your answers are usually about {style.words} words long.")
     if style.openers:
-        parts.append(f"You often begin with {_listing([repr_quote(w) for w in style.openers])}.")
+        openers = [f'"{w}"' for w in style.openers]
+        parts.append(f"You often begin with {_listing(openers)}.")
     if style.closers:
-        closers = [repr_quote(w.rstrip(".!?") or w) for w in style.closers]
+        closers = [f'"{w.rstrip(".!?") or w}"' for w in style.closers]
         parts.append(f"You often end with {_listing(closers)}.")
     return " ".join(parts)
-
-
-def repr_quote(word: str) -> str:
-    return f'"{word}"'
 
 
 def read_system_file(path: Path) -> str | None:
@@ -136,8 +131,6 @@ def read_system_file(path: Path) -> str | None:
 def run_head(run_dir: Path) -> str | None:
     """The head a run's dataset was built with (its ``persona.json``); None when the run has
     none (a dataset built before the person's style was kept) or it cannot be read."""
-    from services.jsonl import read_object
-
     value = read_object(run_dir / PERSONA_FILE).get("system")
     return value if isinstance(value, str) and value.strip() else None
 

@@ -143,7 +143,8 @@ def release(
     ollama_model = digest = None
     try:
         if cfg.ollama_url:
-            ollama_model, digest = _to_ollama(cfg, profile, version, kind, run_dir, base)
+            system = cfg.system if cfg.system is not None else system_message(profile, (), head)
+            ollama_model, digest = _to_ollama(cfg, profile, version, kind, run_dir, base, system)
         registry.activate(profile, version)
     except Exception:
         # Nothing was switched: drop the unpublished version directory.
@@ -166,7 +167,13 @@ def release(
 
 
 def _to_ollama(
-    cfg: ReleaseConfig, profile: str, version: int, kind: str, run_dir: Path, base: str
+    cfg: ReleaseConfig,
+    profile: str,
+    version: int,
+    kind: str,
+    run_dir: Path,
+    base: str,
+    system: str,
 ) -> tuple[str, str]:
     from services.publish.ollama import OllamaPublisher
 
@@ -181,9 +188,7 @@ def _to_ollama(
             model_dir,
             kind="full",
             schema=schema,
-            system=cfg.system
-            if cfg.system is not None
-            else system_message(profile, (), run_head(run_dir)),
+            system=system,
             parameters={"stop": served_stops(schema), **cfg.parameters},
         )
         (run_dir / "Modelfile").write_text(published.modelfile)
