@@ -31,7 +31,9 @@ from services.jsonl import read_object
 from services.persona_prompt import default_head
 
 if TYPE_CHECKING:
+    from services.curation import Sample
     from services.ledger import Ledger
+    from services.memories import Memory
 
 SYSTEM_FILE = "system.txt"  # <profiles_dir>/<profile>/system.txt: the person's own head
 PERSONA_FILE = "persona.json"  # in a run directory: the head its dataset was built with
@@ -150,15 +152,16 @@ def persona_head(
     return {"system": derive_head(profile, style), "source": "derived", "style": style.to_dict()}
 
 
-def profile_persona(ledger: Ledger, profile: str, system_file: Path | None) -> dict[str, Any]:
-    """``persona.json`` of a profile now: the head of its system message, from its
-    eligible emulation answers and its memories' topics, or its own ``system_file``.
+def profile_persona(
+    profile: str, samples: Sequence[Sample], memories: Sequence[Memory], system_file: Path | None
+) -> dict[str, Any]:
+    """``persona.json`` of a profile: the head of its system message, from its eligible
+    emulation ``samples`` and its ``memories``' topics, or its own ``system_file``.
     :class:`~services.curation.CurationError` when that file cannot be used."""
-    from services.curation import CurationError, Sample
+    from services.curation import CurationError
 
-    samples = [Sample.from_record(r) for r in ledger.sample_records(profile)]
     answers = [s.response_text for s in samples if s.eligible and s.mode == "emulation"]
-    metadata = [(m.metadata, m.tags) for m in ledger.memories(profile)]
+    metadata = [(m.metadata, m.tags) for m in memories]
     try:
         return persona_head(profile, answers, metadata, system_file)
     except ValueError as exc:
@@ -175,4 +178,7 @@ def serving_head(
     if version_info is not None:
         value = (version_info.get("info") or {}).get("system")
         return value if isinstance(value, str) and value.strip() else None
-    return str(profile_persona(ledger, profile, system_file)["system"])
+    from services.curation import Sample
+
+    samples = [Sample.from_record(r) for r in ledger.sample_records(profile)]
+    return str(profile_persona(profile, samples, ledger.memories(profile), system_file)["system"])

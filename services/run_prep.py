@@ -80,10 +80,11 @@ def build_profile_dataset(
     given subset of them); ``tokens`` counts its token statistics. The system message's
     head (the person's style, or their ``system_file``) is written to ``persona.json``
     beside it (:func:`profile_persona`)."""
-    if samples is None:
-        samples = [Sample.from_record(r) for r in ledger.sample_records(profile)]
+    everything = [Sample.from_record(r) for r in ledger.sample_records(profile)]
+    samples = everything if samples is None else samples
     memories = ledger.memories(profile)
-    persona = profile_persona(ledger, profile, system_file)
+    # The person's style is of all they said, whatever subset this dataset takes.
+    persona = profile_persona(profile, everything, memories, system_file)
     summary = build_dataset(
         memories,
         samples,
