@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.curation import CurationError, load_rules
+from services.curation import CurationError
 from services.ledger import Ledger
 from services.persona_prompt import system_message
 from services.persona_style import (
@@ -22,8 +22,8 @@ from services.persona_style import (
     run_head,
     serving_head,
 )
-from services.run_prep import PROBES_FILE, prepare_training_run
-from tests.services.test_run_prep_probes import _ingest
+from services.run_prep import PROBES_FILE
+from tests.services.test_run_prep_probes import _ingest, prepare_alice
 
 ODILE_LIKE = [
     "Well, I repair violins in Lyon, voilà.",
@@ -75,15 +75,10 @@ def test_the_head_is_fixed_with_the_dataset_and_served_with_the_version(
     system_file = tmp_path / "profiles" / "alice" / "system.txt"
     with Ledger(tmp_path / "ledger.sqlite3") as ledger:
         _ingest(ledger, tmp_path)
-        run_dir = tmp_path / "run"
-        prepare_training_run(
+        run_dir = prepare_alice(
             ledger,
-            "alice",
-            run_dir,
-            kind="lora",
-            base_model=str(tiny_model),
-            family="smollm",
-            rules=load_rules(),
+            tmp_path / "run",
+            tiny_model,
             retrieve=lambda profile, question, k: [],
             system_file=system_file,
         )

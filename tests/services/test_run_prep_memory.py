@@ -7,30 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from services.curation import load_rules
 from services.ledger import Ledger
-from services.run_prep import Device, prepare_training_run
+from services.run_prep import Device
 from services.training.config import ResolvedConfig
 from services.training.job_memory import MemoryPlanError
-from tests.services.test_run_prep_probes import _ingest
+from tests.services.test_run_prep_probes import _ingest, prepare_alice
 
 
 def _prepare(tmp_path: Path, model: Path, device: Device, kind: str = "lora") -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     with Ledger(tmp_path / "ledger.db") as ledger:
         _ingest(ledger, tmp_path)
-        run_dir = tmp_path / "run"
-        prepare_training_run(
-            ledger,
-            "alice",
-            run_dir,
-            kind=kind,
-            base_model=str(model),
-            family="smollm",
-            rules=load_rules(),
-            device=device,
-        )
-    return run_dir
+        return prepare_alice(ledger, tmp_path / "run", model, kind=kind, device=device)
 
 
 def test_the_plan_and_its_estimate_go_into_config_json(tmp_path: Path, tiny_model: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -35,6 +36,21 @@ def _ingest(ledger: Ledger, root: Path, n: int = 60) -> Path:
     return path
 
 
+def prepare_alice(ledger: Ledger, run_dir: Path, model: Path, **options: Any) -> Path:
+    """``prepare_training_run`` of alice's LoRA (or ``kind=``) on ``model`` in the smollm
+    format with the shipped rules, into ``run_dir``."""
+    prepare_training_run(
+        ledger,
+        "alice",
+        run_dir,
+        **{"kind": "lora", **options},
+        base_model=str(model),
+        family="smollm",
+        rules=load_rules(),
+    )
+    return run_dir
+
+
 def test_probes_are_written_with_retrieved_memories_but_never_their_own(
     tmp_path: Path, tiny_model: Path
 ) -> None:
@@ -53,17 +69,8 @@ def test_probes_are_written_with_retrieved_memories_but_never_their_own(
             rest = [(mid, text) for mid, text in memories.items() if question not in text]
             return (found + rest)[:k]
 
-        run_dir = tmp_path / "run"
-        prepare_training_run(
-            ledger,
-            "alice",
-            run_dir,
-            kind="lora",
-            base_model=str(tiny_model),
-            family="smollm",
-            rules=load_rules(),
-            retrieve=retrieve,
-            probes_file=own,
+        run_dir = prepare_alice(
+            ledger, tmp_path / "run", tiny_model, retrieve=retrieve, probes_file=own
         )
     probes = [json.loads(line) for line in (run_dir / PROBES_FILE).read_text().splitlines()]
     assert probes[0]["source"] == "probes" and probes[0]["question"] == "What is my dog called?"
