@@ -229,15 +229,16 @@ def score(
         del model
         _free_memory()
         model = None
-        if answers is not None and fidelity is not None:
-            model, base_tokenizer = models.load_base()
-            answers["base"] = fidelity.answers(model, base_tokenizer)
+        if fidelity is not None and answers is not None and models.reference_model is not None:
+            base, base_tokenizer = models.load_base()
+            answers["base"] = fidelity.answers(base, base_tokenizer)
             log.info("gate base answered", probes=len(fidelity.probes))
-            if models.kind != "lora":
-                del model
-                _free_memory()
-                model = None
-        model = models.add_adapter(model) if model is not None else models.load_candidate()
+            if models.kind == "lora":
+                model = models.add_adapter(base)  # the candidate's own base: reuse it
+            del base
+            _free_memory()
+        if model is None:
+            model = models.load_candidate()
     candidate = sets.losses(model, tokenizer, max_len)
     log.info("gate candidate scored", **{k: round(v.loss, 4) for k, v in candidate.items()})
     probe = None
