@@ -16,7 +16,9 @@ default to the ``latest`` tag, blobs addressed by sha256 and verified on upload,
 ``create`` from a model (``from``), from GGUF or safetensors files and with adapters,
 digests that are the sha256 of the manifest (so a copy has its source's digest),
 loaded models with ``keep_alive`` (``/api/ps``), and no registry (pull and push fail
-as an offline server's do).
+as an offline server's do). Its store is laid out as the real one (``models_dir``):
+``blobs/sha256-<hex>`` and ``manifests/<host>/<namespace>/<model>/<tag>``
+(``server/modelpath.go``), so code that reads a model's GGUF from the store can be tested.
 
 For assertions it records every request (``requests``, ``requests_for``); for failure
 tests it injects faults (``fail_next``, ``fail_create``, ``delay_next``, ``version``).
@@ -148,6 +150,32 @@ def normalise_name(name: str) -> str:
     """``x`` -> ``x:latest``; a name with a tag stays as it is."""
     last = name.rsplit("/", 1)[-1]
     return name if ":" in last else f"{name}:latest"
+
+
+def name_parts(name: str) -> tuple[str, str, str, str]:
+    """(host, namespace, model, tag) of a name, with Ollama's defaults
+    (``registry.ollama.ai``, ``library``, ``latest``; ``types/model/name.go``)."""
+    rest, _, tag = normalise_name(name).rpartition(":")
+    parts = rest.split("/")
+    host = parts[-3] if len(parts) >= 3 else "registry.ollama.ai"
+    namespace = parts[-2] if len(parts) >= 2 else "library"
+    return host, namespace, parts[-1], tag
+
+
+_SHA256_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    """A file's sha256, remembered while its size and mtime are unchanged."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA256_CACHE:
+        digest = hashlib.sha256()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+        _SHA256_CACHE[key] = digest.hexdigest()
+    return _SHA256_CACHE[key]
 
 
 def valid_name(name: str) -> bool:
@@ -395,6 +423,7 @@ class FakeOllama:
         self._faults: list[_Fault] = []
         self._create_faults: list[_Fault] = []
         self._tmp = Path(tempfile.mkdtemp(prefix="fake-ollama-"))
+        self.models_dir = self._tmp  # what OLLAMA_MODELS names for a real server
         self.blob_dir = self._tmp / "blobs"
         self.blob_dir.mkdir()
         self._server: ThreadingHTTPServer | None = None
@@ -540,12 +569,19 @@ class FakeOllama:
         system: str = "",
         parameters: dict[str, Any] | None = None,
         weights: bytes | None = None,
+        weights_file: Path | None = None,
     ) -> FakeModel:
-        """Install a model as if pulled: a GGUF-looking weights blob plus its layers."""
+        """Install a model as if pulled: a GGUF-looking weights blob plus its layers.
+
+        ``weights_file``: a real GGUF file to be the model's weights blob (linked into the
+        store, not copied)."""
         if not valid_name(name):
             raise ValueError(f"invalid model name {name!r}")
-        data = weights if weights is not None else b"GGUF" + f"fake weights of {name}".encode()
-        model_layer = self._put_blob(MEDIA_MODEL, data)
+        if weights_file is not None:
+            model_layer = self._link_blob(MEDIA_MODEL, Path(weights_file))
+        else:
+            data = weights if weights is not None else b"GGUF" + f"fake weights of {name}".encode()
+            model_layer = self._put_blob(MEDIA_MODEL, data)
         model = self._build(
             normalise_name(name),
             base_layers=[model_layer],
@@ -562,8 +598,24 @@ class FakeOllama:
             parent_model="",
         )
         with self._lock:
-            self._models[model.name] = model
+            self._store(model)
         return model
+
+    def manifest_path(self, name: str) -> Path:
+        """Where the real server keeps the manifest of ``name``."""
+        return self.models_dir / "manifests" / Path(*name_parts(normalise_name(name)))
+
+    def _store(self, model: FakeModel) -> None:
+        """Hold ``model`` and write its manifest (under the lock)."""
+        self._models[model.name] = model
+        path = self.manifest_path(model.name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(model.manifest_bytes)
+
+    def _unstore(self, name: str) -> None:
+        """Drop model ``name`` and its manifest (under the lock)."""
+        del self._models[name]
+        self.manifest_path(name).unlink(missing_ok=True)
 
     def _find(self, name: str) -> FakeModel | None:
         full = normalise_name(name)
@@ -597,6 +649,18 @@ class FakeOllama:
             tmp.write_bytes(data)
             tmp.replace(path)
         return Layer(media_type, digest, len(data))
+
+    def _link_blob(self, media_type: str, source: Path) -> Layer:
+        """``source`` as a blob, hard-linked (else symlinked) rather than copied."""
+        size = source.stat().st_size
+        digest = "sha256:" + _file_sha256(source)
+        path = self._blob_path(digest)
+        if not path.exists():
+            try:
+                path.hardlink_to(source)
+            except OSError:
+                path.symlink_to(source.resolve())
+        return Layer(media_type, digest, size)
 
     def _layer_of(self, media_type: str, digest: str) -> Layer:
         path = self._blob_path(digest)
@@ -1177,9 +1241,9 @@ class _Handler(BaseHTTPRequestHandler):
         with fake._lock:
             existing = fake._find(name)
             if existing is not None:
-                del fake._models[existing.name]
+                fake._unstore(existing.name)
                 model.name = existing.name
-            fake._models[model.name] = model
+            fake._store(model)
         events.append({"status": "success"})
         return events
 
@@ -1278,10 +1342,8 @@ class _Handler(BaseHTTPRequestHandler):
             existing = fake._find(dest)
             target = existing.name if existing is not None else normalise_name(dest)
             if existing is not None:
-                del fake._models[existing.name]
-            fake._models[target] = replace(
-                model, name=target, layers=list(model.layers), modified_at=_now()
-            )
+                fake._unstore(existing.name)
+            fake._store(replace(model, name=target, layers=list(model.layers), modified_at=_now()))
         self._send(200, b"", "text/plain")
 
     def _delete(self, path: str, payload: dict[str, Any], body: bytes) -> None:
@@ -1293,7 +1355,7 @@ class _Handler(BaseHTTPRequestHandler):
             model = fake._find(name)
             if model is None:
                 raise OllamaError(f"model '{name}' not found", 404)
-            del fake._models[model.name]
+            fake._unstore(model.name)
             fake._loaded.pop(model.name, None)
             in_use = {la.digest for m in fake._models.values() for la in [*m.layers, m.config]}
             for layer in [*model.layers, model.config]:
