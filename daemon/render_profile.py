@@ -28,6 +28,7 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
     m, d = s["model"], s["dataset"]
     lines = [
         f"  model    {m['base']}: {m['params'] / 1e9:.2f}B parameters, {m['category']}",
+        *([f"  warning  {m['warning']}"] if m.get("warning") else []),
         f"  dataset  {d['train']} training + {d['eval']} held-out samples"
         + (" (the whole eligible corpus)" if d.get("all") else " (new since the last training")
         + ("" if d.get("all") else f", {d.get('replayed') or 0} replayed)")

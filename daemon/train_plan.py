@@ -56,6 +56,8 @@ def show(result: dict[str, Any]) -> None:
     model = result.get("model") or {}
     params = f" ({model['params'] / 1e9:.2f}B)" if model.get("params") else ""
     console.print(f"plan for {result['kind']} of {result['base_model']}{params}:", markup=False)
+    for warning in result.get("warnings") or []:
+        console.print(f"  warning: {warning}", markup=False)
     if plan["fits"]:
         console.print(f"  {summary(plan)}", markup=False)
     else:

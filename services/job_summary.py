@@ -27,6 +27,7 @@ from services.token_stats import TokenCounter, estimate_tokens
 from services.training.base_model import parse_spec
 from services.training.config import ResolvedConfig, resolve_config
 from services.training.modelinfo import estimate_seconds
+from services.training.ollama_base import base_warning
 
 # The hyperparameters a person checks before a job, in this order.
 KEY_SETTINGS = (
@@ -156,7 +157,7 @@ def job_summary(
         "mode": req.mode,
         "preset": req.preset or "balanced",
         "name": req.name,
-        "model": {"base": planned.base, **resolved.model.to_dict()},
+        "model": {"base": planned.base, **resolved.model.to_dict(), **_warning(planned.base)},
         "dataset": {
             "samples": len(chosen),
             "train": len(train),
@@ -183,6 +184,12 @@ def job_summary(
             everything=req.everything,
         ),
     }
+
+
+def _warning(base: str) -> dict[str, str]:
+    """``{"warning": ...}`` when the base trains worse than its original weights would."""
+    warning = base_warning(base)
+    return {"warning": warning} if warning else {}
 
 
 def optimizer_steps(resolved: ResolvedConfig, n_train: int) -> int:

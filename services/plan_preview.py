@@ -22,6 +22,7 @@ from services.training.base_model import parse_spec
 from services.training.config import resolve_config
 from services.training.job_memory import CHARS_PER_TOKEN, apply_plan, estimate_s, plan_job
 from services.training.model_shape import hub_config, model_shape
+from services.training.ollama_base import base_warning
 
 
 def base_location(spec: str) -> Path:
@@ -87,8 +88,10 @@ def preview(
         extra["estimate_s"] = round(estimate_s(resolved, plan, tokens), 1)
     planned = apply_plan(resolved, plan, **extra)
     cfg = planned.config
+    warning = base_warning(spec)
     return {
         "plan": planned.plan,
+        "warnings": [warning] if warning else [],
         "profile": profile,
         "kind": kind,
         "mode": mode,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from services.training.job_memory import (
     plan_job,
 )
 from services.training.model_shape import model_shape
+from services.training.ollama_base import base_warning
 
 REGRESSION_FILE = "regression.jsonl"
 
@@ -271,6 +272,9 @@ def prepare_training_run(
         etc_dir=etc_dir,
     )
     config = plan_memory(config, device or Device(), dataset_tokens(run_dir / DATASET_FILE))
+    warning = base_warning(base_model)
+    if warning:  # in the plan config.json keeps (the training child logs it too)
+        config = replace(config, plan={**(config.plan or {}), "warnings": [warning]})
     config.write(run_dir)
     if regression:
         lines = [render_line(r, renderer, profile, (), head) for r in regression if r.eligible]

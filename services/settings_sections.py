@@ -4,6 +4,7 @@ pydantic model each, every key documented by its ``Field(description=...)``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -113,6 +114,12 @@ class OllamaSettings(_Section):
     )
     keep_versions: int = Field(
         3, ge=1, description="Published versions kept per profile (the active one always)."
+    )
+    models_dir: Path | None = Field(
+        None,
+        description="Ollama's store (manifests/ and blobs/) for 'ollama:NAME' base models, "
+        "searched after $OLLAMA_MODELS; then the model's FROM directory, ~/.ollama/models and "
+        "/usr/share/ollama/.ollama/models.",
     )
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.gguf_file import is_gguf
+
 ESTIMATE = "estimate (words x 4/3)"
 
 
@@ -35,7 +37,7 @@ def estimate_tokens(text: str) -> int:
 def _tokenizer_file(location: Path, cache_dir: Path | None) -> Path | None:
     if location.is_dir() and (location / "tokenizer.json").is_file():
         return location / "tokenizer.json"
-    if location.suffix == ".gguf" and cache_dir is not None and cache_dir.is_dir():
+    if is_gguf(location) and cache_dir is not None and cache_dir.is_dir():
         converted = sorted(cache_dir.glob(f"{location.stem}-*/tokenizer.json"))
         if converted:
             return converted[0]

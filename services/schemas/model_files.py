@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.gguf_file import is_gguf
 from services.schemas.errors import SchemaError
 
 # transformers' SPECIAL_TOKENS_ATTRIBUTES: the named tokens a template receives.
@@ -171,7 +172,7 @@ def read_gguf(path: Path) -> ModelInfo:
 
 def read_model(path: Path) -> ModelInfo:
     """A model directory, or a single ``.gguf`` file."""
-    if path.is_file() and path.suffix == ".gguf":
+    if path.is_file() and is_gguf(path):
         return read_gguf(path)
     if path.is_dir():
         return read_model_dir(path)

@@ -7,7 +7,10 @@ A spec is one of:
   imported);
 - a path to a model directory (``config.json``, safetensors weights, tokenizer files);
 - a path to a ``.gguf`` file, or a directory holding exactly one and no ``config.json``;
-- a Hugging Face hub id (``org/name``), taken from the local cache only.
+- a Hugging Face hub id (``org/name``), taken from the local cache only;
+- ``ollama:<name>``: the GGUF of a model installed in Ollama, read from its blob store
+  (:mod:`services.training.ollama_base`; ``location`` is the blob, converted keyed by its
+  digest).
 
 A GGUF file is dequantized once with transformers and saved as safetensors + tokenizer
 under ``<cache_dir>/<stem>-<sha256 prefix>/`` (written to a temporary directory, then renamed;
@@ -27,7 +30,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import structlog
 
@@ -73,6 +76,10 @@ def parse_spec(spec: str) -> BaseSpec:
     """Classify a spec; :class:`BadInputError` when it names nothing usable."""
     if spec.startswith("embedded:"):
         return BaseSpec(spec, "gguf", str(embedded_path(spec.removeprefix("embedded:"))))
+    if spec.startswith("ollama:"):
+        from services.training.ollama_base import ollama_base
+
+        return BaseSpec(spec, "gguf", str(ollama_base(spec).blob))
     path = Path(spec).expanduser()
     if path.is_file():
         if path.suffix != ".gguf":
@@ -111,6 +118,11 @@ def _hub_snapshot(repo_id: str) -> Path:
 
 def resolve_base_model(spec: str, cache_dir: Path) -> Path:
     """A local model directory for ``spec``, converting a GGUF file into ``cache_dir`` once."""
+    if spec.startswith("ollama:"):
+        from services.training.ollama_base import ollama_base
+
+        base = ollama_base(spec).checked()
+        return convert_gguf(base.blob, cache_dir, sha256=base.digest, source=base.source())
     parsed = parse_spec(spec)
     if parsed.kind == "dir":
         return Path(parsed.location)
@@ -127,9 +139,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def convert_gguf(path: Path, cache_dir: Path) -> Path:
-    """Dequantize a GGUF file into ``<cache_dir>/<stem>-<sha256[:12]>/`` (reused when present)."""
-    sha = file_sha256(path)
+def convert_gguf(
+    path: Path,
+    cache_dir: Path,
+    *,
+    sha256: str | None = None,
+    source: dict[str, Any] | None = None,
+) -> Path:
+    """Dequantize a GGUF file into ``<cache_dir>/<stem>-<sha256[:12]>/`` (reused when present).
+
+    ``sha256``: the file's digest when it is known (an Ollama blob's), not computed again;
+    ``source``: more for the converted model's ``personad-source.json`` to record."""
+    sha = sha256 or file_sha256(path)
     target = cache_dir / f"{path.stem}-{sha[:12]}"
     if (target / SOURCE_FILE).is_file():
         return target
@@ -137,7 +158,8 @@ def convert_gguf(path: Path, cache_dir: Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache_dir))
     try:
         _convert_into(path, tmp)
-        (tmp / SOURCE_FILE).write_text(json.dumps({"gguf": str(path), "sha256": sha}, indent=2))
+        record = {"gguf": str(path), "sha256": sha, **(source or {})}
+        (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2))
         try:
             os.rename(tmp, target)
         except OSError:
@@ -152,6 +174,12 @@ def convert_gguf(path: Path, cache_dir: Path) -> Path:
 
 
 def _convert_into(path: Path, out: Path) -> None:
+    if path.suffix != ".gguf":  # transformers tells a GGUF by its name; Ollama's blobs have none
+        with tempfile.TemporaryDirectory(prefix=".gguf-link.", dir=out.parent) as links:
+            link = Path(links) / f"{path.name}.gguf"
+            link.symlink_to(path.resolve())
+            _convert_into(link, out)
+        return
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     log.info("converting gguf", gguf=str(path))

@@ -133,7 +133,7 @@ def plan_fallback(resolved: ResolvedConfig) -> ResolvedConfig | None:
     nxt = fallback(failed, shape, settings)
     if nxt is None:
         return None
-    keep = {k: record[k] for k in ("estimate_s", "tokens") if k in record}
+    keep = {k: record[k] for k in ("estimate_s", "tokens", "warnings") if k in record}
     return apply_plan(resolved, nxt, **keep)
 
 

@@ -24,6 +24,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from services.gguf_file import is_gguf
 from services.training.errors import ModelInfoError
 from services.training.memory_plan import GIB, ModelShape
 from services.training.modelinfo import (
@@ -127,7 +128,7 @@ def model_shape(path: Path) -> ModelShape:
     path = Path(path)
     if path.is_file() and path.name.endswith(".json"):
         return shape_from_config(_read_json(path))
-    if path.is_file() and path.suffix == ".gguf":
+    if path.is_file() and is_gguf(path):
         return shape_from_gguf(path)
     if path.is_file() and path.suffix == ".safetensors":
         return shape_from_safetensors([path])

@@ -24,6 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+from services.gguf_file import is_gguf
 from services.training.errors import ModelInfoError
 
 Category = Literal["tiny", "small", "medium", "large", "xlarge"]
@@ -109,7 +110,7 @@ def count_parameters(path: Path) -> tuple[int, CountSource]:
     if not path.exists():
         raise ModelInfoError(f"no model at {path}")
     if path.is_file():
-        if path.suffix == ".gguf":
+        if is_gguf(path):
             return gguf_parameters(path), "gguf"
         if path.suffix == ".safetensors":
             return safetensors_parameters(path), "safetensors"
