@@ -24,7 +24,7 @@ from daemon.cli_profile import overrides, remember_args, remember_interactive
 from daemon.client import ClientError, CommandFailed, ControlClient, DaemonNotRunning
 from daemon.interrupt import Interrupted, interruptible
 from services.profile_names import InvalidProfileName, check_profile_name
-from services.settings import Settings, SettingsError, load_settings
+from services.settings import CONFIG_ENV, Settings, SettingsError, load_settings
 
 EXIT_USAGE, EXIT_NOT_RUNNING = 2, 3
 
@@ -208,7 +208,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         log = {k: v for k, v in (("level", args.log_level), ("format", args.log_format)) if v}
         if log:
             overrides["log"] = log
-    return load_settings(args.config, overrides)
+    settings = load_settings(args.config, overrides)
+    if settings.config_file is not None:  # the same file for whatever reads the settings later
+        os.environ[CONFIG_ENV] = str(settings.config_file.resolve())  # (and child processes)
+    return settings
 
 
 def _run_daemon(settings: Settings) -> int:
