@@ -10,7 +10,10 @@ failure ``:latest`` is put back to the version it named before. Nothing named
 
 A LoRA adapter is published as an Ollama adapter on a base model created from the base
 model directory (``<prefix>-base:<digest>``, shared by every profile), for the base
-architectures Ollama converts adapters of; other bases need the adapter merged first.
+architectures Ollama converts adapters of; other bases need the adapter merged first. A
+LoRA trained on a model installed in Ollama (an ``ollama:NAME`` base) is published as
+``FROM NAME`` plus the adapter (``from_model``): the installed model is reused, nothing of
+the base is uploaded.
 The create API used here (``files`` / ``adapters`` / ``from``) needs Ollama 0.5.5 or newer.
 """
 
@@ -49,6 +52,8 @@ log = structlog.get_logger(__name__)
 # Hugging Face architectures of base models whose LoRA adapters Ollama converts
 # (convert/convert.go, ConvertAdapter: GGUF architectures "llama" and "gemma2").
 ADAPTER_ARCHITECTURES = frozenset({"LlamaForCausalLM", "MistralForCausalLM", "Gemma2ForCausalLM"})
+# The same, as the GGUF architectures of models installed in Ollama.
+ADAPTER_GGUF_ARCHITECTURES = frozenset({"llama", "gemma2"})
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,7 @@ class OllamaPublisher:
         system: str | None = None,
         parameters: Mapping[str, Any] | None = None,
         name: str | None = None,
+        from_model: str | None = None,
     ) -> str:
         """The Modelfile that ``ollama create`` would turn into the same model."""
         kind = check_kind(kind)
@@ -131,9 +137,9 @@ class OllamaPublisher:
             quantize = f" --quantize {self.quantize}" if self.quantize else ""
             comments.append(f"ollama create {name}{quantize} -f Modelfile")
         if kind == "lora":
-            if base_model_dir is None:
+            if base_model_dir is None and from_model is None:
                 raise PublishError("a LoRA adapter needs its base model directory")
-            source, adapter = str(base_model_dir), str(artifact_dir)
+            source, adapter = from_model or str(base_model_dir), str(artifact_dir)
         else:
             source, adapter = str(artifact_dir), None
         served = served_fields(schema, system, parameters)
@@ -152,17 +158,25 @@ class OllamaPublisher:
         schema: ChatSchema,
         system: str | None = None,
         parameters: Mapping[str, Any] | None = None,
+        from_model: str | None = None,
     ) -> Published:
         """Create ``<prefix>-<profile>:v<version>`` and check that it answers.
 
         ``kind="full"``: ``artifact_dir`` is a merged model (config.json, safetensors,
-        tokenizer). ``kind="lora"``: a peft adapter on ``base_model_dir``; PublishError
-        asks for a merged model when Ollama cannot take adapters of that base.
+        tokenizer). ``kind="lora"``: a peft adapter on ``base_model_dir``, or on
+        ``from_model``, a model installed in Ollama; PublishError asks for a merged model
+        when Ollama cannot take adapters of that base.
         """
         kind = check_kind(kind)
         artifact_dir = Path(artifact_dir)
         name = self.name(profile, version)
-        self._check_inputs(artifact_dir, kind, base_model_dir)
+        if from_model is not None and kind == "lora":
+            check_artifact(artifact_dir, kind)
+            problem = self.adapter_base_problem(from_model)
+            if problem:
+                raise PublishError(problem)
+        else:
+            self._check_inputs(artifact_dir, kind, base_model_dir)
         files = ollama_files(artifact_dir)
         modelfile = self.modelfile(
             artifact_dir,
@@ -172,12 +186,13 @@ class OllamaPublisher:
             system=system,
             parameters=parameters,
             name=name,
+            from_model=from_model,
         )
         served = served_fields(schema, system, parameters)
         self._check_new(name)
         log.info("publishing to Ollama", model=name, kind=kind, files=len(files))
         try:
-            self._create_version(name, kind, files, base_model_dir, served)
+            self._create_version(name, kind, files, base_model_dir, served, from_model)
             self._verify(name, served)
             digest = self._listed_digest(name)
         except PublishError as exc:
@@ -211,15 +226,16 @@ class OllamaPublisher:
         files: Mapping[str, Path],
         base_model_dir: Path | None,
         served: Mapping[str, Any],
+        from_model: str | None = None,
     ) -> None:
         """Upload the artifact's files and create ``name`` from them: a full model from
-        its files (quantized), an adapter on the shared base model."""
+        its files (quantized), an adapter on ``from_model`` or the shared base model."""
         if kind == "full":
             blobs = self._server.upload(files)
             self._server.create(name, files=blobs, quantize=self.quantize, **served)
         else:
-            assert base_model_dir is not None
-            base = self._ensure_base(Path(base_model_dir))
+            assert base_model_dir is not None or from_model is not None
+            base = from_model or self._ensure_base(Path(base_model_dir or ""))
             adapters = self._server.upload(files)
             self._server.create(name, from_=base, adapters=adapters, **served)
 
@@ -248,6 +264,19 @@ class OllamaPublisher:
                 f"(it converts adapters of {supported} only): merge the adapter into the "
                 "base model and publish the merged model directory (kind='full')"
             )
+
+    def adapter_base_problem(self, model: str) -> str | None:
+        """Why Ollama cannot apply a LoRA adapter to its installed ``model``; None when it
+        can (its GGUF architecture is one Ollama converts adapters for)."""
+        shown = self._server.call(f"show {model}", self._server.client.show, model)
+        arch = (shown.modelinfo or {}).get("general.architecture")
+        if arch in ADAPTER_GGUF_ARCHITECTURES:
+            return None
+        supported = ", ".join(sorted(ADAPTER_GGUF_ARCHITECTURES))
+        return (
+            f"Ollama cannot apply a LoRA adapter to {model}, a {arch or 'unknown'} model (it "
+            f"converts adapters of {supported} models only): merge the adapter first"
+        )
 
     def _ensure_base(self, base_model_dir: Path) -> str:
         """The Ollama model made from ``base_model_dir``, created when missing."""

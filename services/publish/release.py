@@ -2,9 +2,11 @@
 
 Order, so that a failure at any step leaves the old version active everywhere:
 publish ``v<N>`` to the local registry (not yet active) -> when Ollama is configured,
-merge a LoRA into a full model, create ``<prefix>-<profile>:v<N>`` and check it
-answers, copy it to ``:latest`` and check the digests -> switch the local ``active``
-link -> record the version as active in the ledger -> prune old versions.
+merge a LoRA into a full model (a LoRA on a model installed in Ollama, ``ollama:NAME``, is
+created as ``FROM NAME`` plus the adapter instead, when Ollama converts adapters of its
+architecture), create ``<prefix>-<profile>:v<N>`` and check it answers, copy it to
+``:latest`` and check the digests -> switch the local ``active`` link -> record the
+version as active in the ledger -> prune old versions.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -29,6 +31,9 @@ from services.publish.local import LocalRegistry
 from services.publish.retention import DEFAULT_KEEP
 from services.schemas import ChatSchema, load_schema
 from services.training.command import build_merge_command
+
+if TYPE_CHECKING:
+    from services.publish.ollama import OllamaPublisher
 
 log = structlog.get_logger(__name__)
 
@@ -178,18 +183,25 @@ def _to_ollama(
     from services.publish.ollama import OllamaPublisher
 
     assert cfg.ollama_url is not None
-    model_dir = _merge(cfg, run_dir, base) if kind == "lora" else run_dir / "model"
     schema = load_schema(_family(run_dir))
     with OllamaPublisher(cfg.ollama_url, cfg.ollama_prefix, quantize=cfg.quantize) as pub:
         pub.check()
+        parameters = {"stop": served_stops(schema), **cfg.parameters}
+        installed = _installed_base(pub, base) if kind == "lora" else None
+        if installed:
+            artifact, kind_served = run_dir / "adapter", "lora"
+        else:
+            model_dir = _merge(cfg, run_dir, base) if kind == "lora" else run_dir / "model"
+            artifact, kind_served = model_dir, "full"
         published = pub.publish(
             profile,
             version,
-            model_dir,
-            kind="full",
+            artifact,
+            kind=kind_served,
+            from_model=installed,
             schema=schema,
             system=system,
-            parameters={"stop": served_stops(schema), **cfg.parameters},
+            parameters=parameters,
         )
         (run_dir / "Modelfile").write_text(published.modelfile)
         try:
@@ -198,6 +210,24 @@ def _to_ollama(
             pub.delete(profile, version)
             raise
     return published.name, digest
+
+
+def _installed_base(pub: OllamaPublisher, base: str) -> str | None:
+    """The Ollama model an ``ollama:NAME`` base names, when the adapter can go on it as it
+    is; None otherwise (the adapter is merged)."""
+    if not base.startswith("ollama:"):
+        return None
+    from services.training.ollama_base import parse_name
+
+    name = parse_name(base.removeprefix("ollama:")).short
+    try:
+        problem = pub.adapter_base_problem(name)
+    except PublishError as exc:
+        problem = str(exc)
+    if problem:
+        log.info("merging the adapter for Ollama", base=base, reason=problem)
+        return None
+    return name
 
 
 def served_stops(schema: ChatSchema) -> list[str]:

@@ -60,7 +60,8 @@ def main() -> int:
             with open(os.path.join(artifact, "adapter_config.json"), "w") as f:
                 json.dump({"peft_type": "LORA", "r": 4, "base_model_name_or_path": base}, f)
             with open(os.path.join(artifact, "adapter_model.safetensors"), "wb") as f:
-                f.write(b"stand-in adapter weights")
+                header = json.dumps({"__metadata__": {"stand-in": "adapter weights"}}).encode()
+                f.write(len(header).to_bytes(8, "little") + header)  # no tensors
         metrics = {"eval_loss": 0.5, "steps": 4, "train_seconds": 0.4, "gate": gate}
         emit({"event": "done", "metrics": metrics, "artifact": artifact})
         return 0

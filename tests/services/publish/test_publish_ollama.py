@@ -330,6 +330,35 @@ def test_an_adapter_is_created_on_a_shared_base_model(
     ]
 
 
+def test_an_adapter_on_a_model_installed_in_ollama_is_created_from_it(
+    fake: FakeOllama, publisher: OllamaPublisher, schema: ChatSchema, tmp_path: Path
+) -> None:
+    """A LoRA trained on an ``ollama:NAME`` base: FROM NAME plus the adapter, the user's
+    installed model reused as it is (nothing of the base uploaded, no shared base made)."""
+    installed = "llama3.1:8b-instruct-q4_K_M"
+    fake.add_model(installed, family="llama", quantization_level="Q4_K_M")
+    adapter = write_adapter(tmp_path / "run" / "adapter")
+    published = publisher.publish(
+        "alice", 1, adapter, kind="lora", from_model=installed, schema=schema
+    )
+    (create,) = [r.json for r in fake.requests_for("/api/create")]
+    assert (create["model"], create["from"]) == ("personad-alice:v1", installed)
+    assert sorted(create["adapters"]) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert "files" not in create and create["template"] == schema.ollama_template
+    assert len(_blob_posts(fake)) == 2  # the adapter's two files only
+    assert not [n for n in fake.model_names() if n.startswith("personad-base")]
+    assert fake.model("personad-alice:v1").parent_model == installed
+    assert fake.model("personad-alice:v1").quantization_level == "Q4_K_M"
+    assert published.modelfile.splitlines()[1:3] == [f"FROM {installed}", f"ADAPTER {adapter}"]
+
+    fake.add_model("qwen2.5:7b", family="qwen2")
+    with pytest.raises(PublishError, match=r"cannot apply a LoRA adapter to qwen2\.5:7b, a qwen2"):
+        publisher.publish("alice", 2, adapter, kind="lora", from_model="qwen2.5:7b", schema=schema)
+    with pytest.raises(PublishError, match="not found"):
+        publisher.publish("alice", 2, adapter, kind="lora", from_model="gone:1b", schema=schema)
+    assert len(fake.requests_for("/api/create")) == 1 and len(_blob_posts(fake)) == 2
+
+
 @pytest.mark.parametrize("arch", ["Qwen2ForCausalLM", "Phi3ForCausalLM", "GemmaForCausalLM"])
 def test_an_adapter_ollama_cannot_convert_asks_for_a_merged_model(
     fake: FakeOllama, publisher: OllamaPublisher, schema: ChatSchema, tmp_path: Path, arch: str
