@@ -123,6 +123,11 @@ SLOW = (
     "*/test_memories_properties.py::test_arbitrary_json_values",
     "*/test_memories_properties.py::test_arbitrary_json_lines",
     "*/test_schemas_models.py::test_embedded_smollm2_gguf",
+    "*/test_ollama_base.py::test_the_gguf_is_converted_once_*",
+    "*/test_ollama_base.py::test_an_installed_model_resolves_*",  # reads a GGUF header (3 s)
+    "*/test_ollama_base.py::test_an_architecture_transformers_*",  # imports transformers
+    "*/test_ollama_base_planning.py::*",  # GGUF headers read a few times
+    "*/test_ollama_base_job.py::*",
 )
 
 

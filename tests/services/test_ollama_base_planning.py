@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from services.curation import load_rules
 from services.ingest import Ingestor, make_curator
 from services.ledger import Ledger
@@ -48,7 +46,6 @@ def _ingest(ledger: Ledger, root: Path, n: int = 40) -> None:
     Ingestor(ledger, None, max_file_bytes=10**7, curate=curate).ingest_file("alice", path)
 
 
-@pytest.mark.slow  # reads the GGUF's header a few times: seconds each on a busy machine
 def test_a_run_is_prepared_from_the_gguf_header_with_the_warning_in_its_plan(
     ollama_smollm2: FakeOllama, tmp_path: Path
 ) -> None:
@@ -75,7 +72,6 @@ def test_a_run_is_prepared_from_the_gguf_header_with_the_warning_in_its_plan(
     assert "<|im_start|>" in first["text"]  # SmolLM2's template, read from the blob
 
 
-@pytest.mark.slow
 def test_a_dry_run_plan_names_the_warning(ollama_smollm2: FakeOllama, tmp_path: Path) -> None:
     settings = load_settings(overrides={"state_dir": tmp_path / "state"})
     result = preview(settings, "alice", base_model=SPEC, gpu_memory_gb=24)

@@ -144,7 +144,6 @@ def test_an_architecture_transformers_cannot_load_is_named(ollama_smollm2: FakeO
     ollama_base(SPEC).checked()  # llama loads
 
 
-@pytest.mark.slow
 def test_the_gguf_is_converted_once_keyed_by_its_digest(
     ollama_smollm2: FakeOllama, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
