@@ -28,6 +28,7 @@ from services.training.command import ExitCode
 from services.training.progress import (
     CheckpointEvent,
     DoneEvent,
+    DownloadEvent,
     ErrorEvent,
     EvalEvent,
     Event,
@@ -284,6 +285,11 @@ def apply_event(progress: dict[str, Any], ev: Event) -> None:
         p.update(phase="done", artifact=ev.artifact)
     elif isinstance(ev, ErrorEvent):
         p.update(phase="error", error=ev.message)
+    elif isinstance(ev, DownloadEvent):
+        p.update(
+            phase="downloading",
+            download={"repo": ev.repo, "done_bytes": ev.done_bytes, "total_bytes": ev.total_bytes},
+        )
 
 
 DISK_FULL_MARKS = ("No space left on device", "Disk quota exceeded", "database or disk is full")

@@ -34,7 +34,11 @@ def _dataset(settings: Settings, args: argparse.Namespace) -> int:
                 known = ", ".join(ledger.profiles()) or "none"
                 print(f"personad: no profile {args.profile!r} (known: {known})", file=sys.stderr)
                 return EXIT_FAILED
-            renderer = renderer_for(args.family, args.base_model or settings.training.base_model)
+            renderer = renderer_for(
+                args.family,
+                args.base_model or settings.training.base_model,
+                settings.state_dir / "base-models",
+            )
             out = args.out or new_run_dir(settings.state_dir, args.profile, "dataset")
             summary = build_profile_dataset(
                 ledger,
@@ -62,13 +66,14 @@ def _token_counter(settings: Settings, base_model: str) -> Any:
     """The base model's tokenizer for a dataset's token statistics (else the estimate)."""
     from services.errors import PersonadError
     from services.token_stats import token_counter
-    from services.training.base_model import parse_spec
+    from services.training.base_model import locate
 
+    cache_dir = settings.state_dir / "base-models"
     try:
-        location = Path(parse_spec(base_model).location)
+        location = locate(base_model, cache_dir)
     except PersonadError:
         location = Path(base_model)
-    return token_counter(location, settings.state_dir / "base-models")
+    return token_counter(location, cache_dir)
 
 
 def _report(settings: Settings, args: argparse.Namespace) -> int:

@@ -152,6 +152,12 @@ def dataset(summary: dict[str, Any], out_dir: Any) -> None:
 
 
 def _progress_text(p: dict[str, Any] | None) -> str:
+    if p and p.get("phase") == "downloading" and p.get("download"):
+        d = p["download"]
+        if not d.get("total_bytes"):
+            return f"  downloading {d['repo']}"
+        done, total = d["done_bytes"] / 1e9, d["total_bytes"] / 1e9
+        return f"  downloading {d['repo']}: {done:.2f} of {total:.2f} GB"
     if p and p.get("plan") and "total_steps" not in p:
         from services.training.job_memory import summary
 
@@ -298,7 +304,10 @@ def follow_job(
                     info=info,
                 )
             else:
-                bar.update(task, description=f"job {job['id']} {p.get('phase') or job['state']}")
+                what = p.get("phase") or job["state"]
+                if what == "downloading":
+                    what = _progress_text(p).strip()
+                bar.update(task, description=f"job {job['id']} {what}")
             if job["state"] not in ("queued", "running"):
                 break
             time.sleep(interval)

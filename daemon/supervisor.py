@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 
+from daemon.base_download import download_base
 from daemon.child import MemoryLimit, Outcome, TimeLimit, TrainingChild, classify_exit
 from daemon.oom_fallback import retry_cheaper, with_note
 from daemon.remote_job import Detached, RemoteJob
@@ -172,6 +173,7 @@ class Supervisor:
             original_base=self.settings.training.base_model,
             triggers=self.settings.triggers,
             everything=bool(job.args.get("all")),
+            base_model=job.args.get("base_model"),
         )
 
     def _run(self, ledger: Ledger, job: Job) -> None:
@@ -193,6 +195,8 @@ class Supervisor:
         try:
             planned = self._plan(ledger, job)
             run.base = planned.base
+            if fetched := download_base(s, ledger, run, self.python, self._stopping):
+                return fetched  # a hub base that could not be downloaded
             prepared = prepare_training_run(
                 ledger,
                 job.profile,

@@ -141,19 +141,21 @@ def targets(
     return found
 
 
-def prompt_renderer(family: str | None, model: str) -> Renderer:
+def prompt_renderer(family: str | None, model: str, cache_dir: Path | None = None) -> Renderer:
     """``renderer_for(family, model)``, kept while the model's file or directory is
     unchanged: reading a GGUF file's chat template takes seconds, more than a warm answer."""
     stamp: tuple[int, int] | None = None
     with contextlib.suppress(BadInputError, OSError):
         st = os.stat(parse_spec(model).location)
         stamp = (st.st_mtime_ns, st.st_size)
-    return _renderer(family, model, stamp)
+    return _renderer(family, model, stamp, cache_dir)
 
 
 @functools.lru_cache(maxsize=16)
-def _renderer(family: str | None, model: str, stamp: tuple[int, int] | None) -> Renderer:
-    return renderer_for(family, model)
+def _renderer(
+    family: str | None, model: str, stamp: tuple[int, int] | None, cache_dir: Path | None
+) -> Renderer:
+    return renderer_for(family, model, cache_dir)
 
 
 def answer(
@@ -170,7 +172,9 @@ def answer(
             cfg.ollama_url, target.ollama_model, messages, max_new_tokens=cfg.max_new_tokens
         )
         return Answer(clean(text), target.describe(), time.monotonic() - started)
-    prompt = prompt_renderer(cfg.family, target.model).render(messages, add_generation_prompt=True)
+    prompt = prompt_renderer(cfg.family, target.model, cfg.cache_dir).render(
+        messages, add_generation_prompt=True
+    )
     warm = False
     if cfg.warm and pool is not None:
         text, stopped, warm = pool.generate(

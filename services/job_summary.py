@@ -24,7 +24,7 @@ from services.ledger import Ledger
 from services.lifecycle import JobPlan, ProfileHistory, plan_full, plan_lora, skip_reason
 from services.settings import TriggerSettings
 from services.token_stats import TokenCounter, estimate_tokens
-from services.training.base_model import parse_spec
+from services.training.base_model import locate
 from services.training.config import ResolvedConfig, resolve_config
 from services.training.modelinfo import estimate_seconds
 from services.training.ollama_base import base_warning
@@ -56,10 +56,12 @@ def plan_for_job(
     original_base: str,
     triggers: TriggerSettings,
     everything: bool = False,
+    base_model: str | None = None,
 ) -> JobPlan:
-    """What a job trains on (``services.lifecycle`` decides; the ledger tells)."""
+    """What a job trains on (``services.lifecycle`` decides; the ledger tells);
+    ``base_model``: the base the job names, if it names one."""
     if kind == "full":
-        return plan_full(original_base)
+        return plan_full(original_base, base_model)
     current, base_job = ledger.current_base(profile)
     cut = ledger.last_training_cut(profile)
     new, old = ledger.sample_records_split(profile, cut)
@@ -70,6 +72,7 @@ def plan_for_job(
         original_base=original_base,
         triggers=triggers,
         everything=everything,
+        requested_base=base_model,
     )
 
 
@@ -99,6 +102,7 @@ class SummaryRequest:
     everything: bool = False
     force: bool = False
     name: str | None = None
+    base_model: str | None = None  # the job's own base (None: training.base_model)
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,7 @@ class SummaryContext:
     device: str = "auto"
     plan: Callable[[ResolvedConfig, int], dict[str, Any] | None] | None = None
     tokens: Callable[[Path], TokenCounter] | None = None
+    cache_dir: Path | None = None  # <state>/base-models: converted and downloaded bases
 
 
 def job_summary(
@@ -129,6 +134,7 @@ def job_summary(
         original_base=ctx.original_base,
         triggers=ctx.triggers,
         everything=req.everything,
+        base_model=req.base_model,
     )
     pool = (
         planned.samples
@@ -137,7 +143,7 @@ def job_summary(
     )
     chosen = select_samples(pool, mode=req.mode, max_samples=ctx.max_samples)
     train = [s for s in chosen if s.split == "train"]
-    location = Path(parse_spec(planned.base).location)
+    location = locate(planned.base, ctx.cache_dir)
     resolved = resolve_config(
         base_model=location,
         kind=req.kind,

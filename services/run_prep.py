@@ -23,7 +23,7 @@ from services.ledger import Ledger
 from services.persona_style import PERSONA_FILE, profile_persona, run_head
 from services.schemas import Renderer
 from services.token_stats import TokenCounter, token_counter
-from services.training.base_model import parse_spec
+from services.training.base_model import locate
 from services.training.config import ResolvedConfig, resolve_config
 from services.training.dataset_reader import DATASET_FILE
 from services.training.job_memory import (
@@ -55,13 +55,13 @@ def new_run_dir(state_dir: Path, profile: str, label: str, now: datetime | None 
     raise FileExistsError(f"too many runs named {base} in {day}")
 
 
-def renderer_for(family: str | None, base_model: str) -> Renderer:
+def renderer_for(family: str | None, base_model: str, cache_dir: Path | None = None) -> Renderer:
     """The chat format to train in: a family's schema, else the base model's own
-    template (tokenizer config or GGUF metadata), completed by its family schema."""
+    template (tokenizer config or GGUF metadata), completed by its family schema. A hub
+    id is read from its downloaded snapshot (``<cache_dir>/hub``)."""
     if family:
         return Renderer.from_family(family)
-    spec = parse_spec(base_model)
-    return Renderer.from_model_dir(Path(spec.location))
+    return Renderer.from_model_dir(locate(base_model, cache_dir))
 
 
 def build_profile_dataset(
@@ -245,8 +245,8 @@ def prepare_training_run(
     for each: the gate's persona-fidelity check). The memory plan for ``device`` goes
     into ``config.json`` (:func:`plan_memory`): a run that cannot fit fails here, before
     anything is loaded. Raises the services' errors with reasons for people."""
-    renderer = renderer_for(family, base_model)
-    location = Path(parse_spec(base_model).location)
+    renderer = renderer_for(family, base_model, cache_dir)
+    location = locate(base_model, cache_dir)
     summary = build_profile_dataset(
         ledger,
         profile,
@@ -263,7 +263,7 @@ def prepare_training_run(
     counts = summary.counts
     n_train, n_eval = int(counts.get("train", 0)), int(counts.get("eval", 0))
     config = resolve_config(
-        base_model=Path(parse_spec(base_model).location),
+        base_model=location,
         kind=kind,
         n_samples=n_train,
         mode=mode,

@@ -101,6 +101,8 @@ SLOW = (
     "*/test_supervisor.py::test_a_child_ignoring_sigterm_is_killed",
     "*/test_supervisor.py::test_a_hung_child_times_out_and_its_group_is_gone",
     "*/test_supervisor.py::test_real_lora_training_of_a_tiny_model",
+    "*/test_job_base.py::test_a_job_trains_on_the_base_it_names_*",
+    "*/test_job_base.py::test_a_hub_base_not_downloaded_*",
     # tests/reliability
     "*/test_foreign_files.py::test_planted_links_*",
     "*/test_foreign_files.py::test_socket_and_cli_*",
@@ -112,6 +114,7 @@ SLOW = (
     "*/test_eval_gate.py::*",
     "*/test_gate_judge.py::*",
     "*/test_training_child.py::*",
+    "*/test_hub_download.py::test_a_connection_cut_midway_*",
     "*/test_torchrun.py::*",
     "*/test_torchrun_child.py::*",
     "*/test_training_quantized.py::*",

@@ -10,7 +10,8 @@
 ``--run-dir``    holds ``fine_tune_dataset.jsonl``; receives ``progress.jsonl``, ``train.log``,
                  ``checkpoints/`` and the artifact (``adapter/`` or ``model/``).
 ``--base``       base model spec: ``embedded:smollm2``, a model directory, a ``.gguf`` file or a
-                 hub id in the local cache (see ``services.training.base_model``).
+                 hub id in ``<cache-dir>/hub`` or the Hugging Face cache (see
+                 ``services.training.base_model``).
 ``--cache-dir``  where GGUF files are converted once, e.g. ``<state>/base-models``.
 ``--config``     a resolved ``config.json`` (``ResolvedConfig.write``); default
                  ``<run-dir>/config.json``; when that is missing too, the configuration is
@@ -63,6 +64,7 @@ from services.training.command import ExitCode, add_judge_arguments, judge_of
 from services.training.config import CONFIG_FILE, ResolvedConfig, resolve_config
 from services.training.dataset_reader import DATASET_FILE, Selection, read_dataset, select
 from services.training.errors import BadInputError, TrainingConfigError
+from services.training.hub_download import HubUnreachable, fetch_missing
 from services.training.progress import ProgressWriter
 from services.training.ranks import Ranks, die_with_parent, progress_fd
 
@@ -158,7 +160,7 @@ def _resolved(args: argparse.Namespace, n_samples: int) -> ResolvedConfig:
     if args.config is not None:
         raise BadInputError(f"config file not found: {path}")
     resolved = resolve_config(
-        base_model=locate(args.base),
+        base_model=locate(args.base, args.cache_dir),
         kind=args.kind,
         n_samples=n_samples,
         mode=None,
@@ -170,10 +172,10 @@ def _resolved(args: argparse.Namespace, n_samples: int) -> ResolvedConfig:
     return resolved
 
 
-def _check_reference(model: str | None, adapter: Path | None) -> None:
+def _check_reference(model: str | None, adapter: Path | None, cache_dir: Path) -> None:
     """A gate reference that cannot be found fails the run before it trains."""
     if model is not None:
-        locate(model)
+        locate(model, cache_dir)
     if adapter is not None and not (adapter / "adapter_config.json").is_file():
         raise BadInputError(f"--reference-adapter {adapter}: not a LoRA adapter directory")
 
@@ -267,9 +269,11 @@ def _run(args: argparse.Namespace, progress: ProgressWriter, ranks: Ranks | None
     event. torch is first imported after the dataset and the configuration are checked.
     Under torchrun every rank trains; rank 0 alone then runs the gate and reports."""
     records = read_dataset(args.run_dir / DATASET_FILE)
+    if ranks is None:  # run by hand: a hub base not downloaded yet is fetched here
+        fetch_missing(args.base, args.cache_dir, progress)
     resolved = _resolved(args, len(records))
     selection = select(records, resolved.config)
-    _check_reference(args.reference_model, args.reference_adapter)
+    _check_reference(args.reference_model, args.reference_adapter, args.cache_dir)
     if args.threads:
         import torch
 
@@ -311,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         code, message = ExitCode.OK, ""
     except (BadInputError, TrainingConfigError) as exc:
         code, message = ExitCode.BAD_INPUT, str(exc)
+    except HubUnreachable as exc:
+        code, message = ExitCode.ERROR, str(exc)
     except Cancelled as exc:
         code, message = ExitCode.CANCELLED, f"cancelled by {exc}"
     except BaseException as exc:

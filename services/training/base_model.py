@@ -7,7 +7,9 @@ A spec is one of:
   imported);
 - a path to a model directory (``config.json``, safetensors weights, tokenizer files);
 - a path to a ``.gguf`` file, or a directory holding exactly one and no ``config.json``;
-- a Hugging Face hub id (``org/name``), taken from the local cache only;
+- a Hugging Face hub id (``org/name``), taken from ``<cache_dir>/hub`` or the user's own
+  Hugging Face cache; the daemon downloads one that is in neither before the job trains
+  (``services.training.hub_download``, in a child process);
 - ``ollama:<name>``: the GGUF of a model installed in Ollama, read from its blob store
   (:mod:`services.training.ollama_base`; ``location`` is the blob, converted keyed by its
   digest).
@@ -97,23 +99,25 @@ def parse_spec(spec: str) -> BaseSpec:
     raise BadInputError(f"base model {spec!r}: no such file or directory, and not a hub id")
 
 
-def locate(spec: str) -> Path:
-    """A local path to probe the model's size with (``modelinfo.probe``), loading nothing."""
+def locate(spec: str, cache_dir: Path | None = None) -> Path:
+    """A local path to probe the model's size with (``modelinfo.probe``), loading nothing:
+    a hub id's snapshot in ``<cache_dir>/hub`` or the user's Hugging Face cache."""
     parsed = parse_spec(spec)
-    return _hub_snapshot(parsed.location) if parsed.kind == "hub" else Path(parsed.location)
+    if parsed.kind == "hub":
+        return _hub_snapshot(parsed.location, cache_dir)
+    return Path(parsed.location)
 
 
-def _hub_snapshot(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+def _hub_snapshot(repo_id: str, cache_dir: Path | None) -> Path:
+    from services.training.hub_download import cached_snapshot
 
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except LocalEntryNotFoundError as exc:
+    found = cached_snapshot(repo_id, cache_dir)
+    if found is None:
         raise BadInputError(
-            f"base model {repo_id!r} is not in the local Hugging Face cache; nothing is "
-            f"downloaded during training: fetch it first (hf download {repo_id})"
-        ) from exc
+            f"base model {repo_id!r} is not downloaded yet: a job downloads it before it "
+            f"trains, or fetch it with hf download {repo_id}"
+        )
+    return found
 
 
 def resolve_base_model(spec: str, cache_dir: Path) -> Path:
@@ -127,7 +131,7 @@ def resolve_base_model(spec: str, cache_dir: Path) -> Path:
     if parsed.kind == "dir":
         return Path(parsed.location)
     if parsed.kind == "hub":
-        return _hub_snapshot(parsed.location)
+        return _hub_snapshot(parsed.location, cache_dir)
     return convert_gguf(Path(parsed.location), cache_dir)
 
 

@@ -8,6 +8,7 @@ Events (every one also carries ``"ts"``, seconds since the epoch)::
     {"event": "checkpoint", "step", "path", "eval_loss"}
     {"event": "done", "metrics": {...}, "artifact": "<run_dir>/adapter"}
     {"event": "error", "message", "code"}             # code: the exit code that follows
+    {"event": "download", "repo", "done_bytes", "total_bytes"}  # a hub base being fetched
 
 :class:`ProgressWriter` (child side) writes them to a file descriptor and appends them to
 ``<run_dir>/progress.jsonl``. :class:`ProgressParser` (daemon side) turns a byte stream into
@@ -73,7 +74,17 @@ class ErrorEvent:
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
-Event = StartEvent | StepEvent | EvalEvent | CheckpointEvent | DoneEvent | ErrorEvent
+@dataclass(frozen=True)
+class DownloadEvent:
+    repo: str
+    done_bytes: int
+    total_bytes: int
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+Event = (
+    StartEvent | StepEvent | EvalEvent | CheckpointEvent | DoneEvent | ErrorEvent | DownloadEvent
+)
 
 
 def _int(v: Any) -> int:
@@ -127,6 +138,9 @@ def event_from_dict(obj: Any) -> Event | None:
             case "error":
                 code = obj.get("code")
                 return ErrorEvent(_str(obj["message"]), None if code is None else _int(code), obj)
+            case "download":
+                done, total = _int(obj["done_bytes"]), _int(obj["total_bytes"])
+                return DownloadEvent(_str(obj["repo"]), done, total, obj)
     except (KeyError, TypeError):
         return None
     return None

@@ -215,7 +215,7 @@ def test_bad_datasets_fail_with_the_bad_input_code(
     assert message in (run_dir / "train.log").read_text()
 
 
-def test_a_base_model_missing_from_the_cache_is_bad_input(
+def test_a_hub_base_missing_from_the_caches_while_offline_is_bad_input(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
@@ -225,7 +225,10 @@ def test_a_base_model_missing_from_the_cache_is_bad_input(
     assert proc.returncode == ExitCode.BAD_INPUT
     events, _ = events_of(proc.stdout)
     assert isinstance(events[-1], ErrorEvent)
-    assert "not in the local Hugging Face cache" in events[-1].message
+    assert events[-1].message == (
+        "nobody/no-such-model is not in the local cache and HF_HUB_OFFLINE is set; download "
+        "it with hf download nobody/no-such-model (on a machine online), or unset HF_HUB_OFFLINE"
+    )
 
 
 def test_sigterm_cancels_with_an_error_event_and_the_cancelled_code(

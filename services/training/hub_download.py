@@ -1,0 +1,281 @@
+"""A Hugging Face hub model fetched into the state directory, run as a child process:
+``python -m services.training.hub_download --repo ORG/NAME --cache-dir DIR [--progress-fd N]``.
+
+The daemon starts it before a job whose base is a hub id that is not cached yet (it never
+downloads in its own process). Only what training needs is fetched (:data:`ALLOW`):
+``config.json``, ``generation_config.json``, the safetensors weights and their index, the
+tokenizer files; never ``.bin``/``.pth``/``.gguf``/ONNX copies nor subfolders. Files go into
+a Hugging Face cache under ``<cache-dir>/hub`` (:func:`hub_cache`; ``cache-dir`` is
+``<state>/base-models``), where :func:`cached_snapshot` finds them, as it finds the user's
+own Hugging Face cache.
+
+Progress: ``{"event": "download", "repo", "done_bytes", "total_bytes"}`` about once a second
+on the progress fd (``services.training.progress``), then ``done`` with the snapshot's path
+as ``artifact``, or ``error`` (exit 3 for a missing or gated repo, ``HF_HUB_OFFLINE``, a
+repo without safetensors; exit 1 for a hub that cannot be reached).
+
+A connection lost in the middle of a file is resumed from the bytes already received
+(huggingface_hub retries with a ``Range`` request); files completed before an interruption
+are kept, so a download started again fetches only the rest. huggingface_hub reads
+``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN`` when it is imported: this process
+inherits them from the daemon's environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from services.durable import write_text
+from services.training.errors import BadInputError
+from services.training.progress import ProgressWriter
+
+ALLOW = [
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.*",
+    "merges.txt",
+    "chat_template*",
+]
+IGNORE = ["*/*"]  # subfolders: original/*.pth, onnx/, ... never needed
+TRUE = ("1", "true", "yes", "on")
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+
+
+class HubUnreachable(Exception):
+    """The hub could not be reached (network down, a wrong ``HF_ENDPOINT``)."""
+
+
+def hub_cache(cache_dir: Path) -> Path:
+    """The Hugging Face cache personad downloads into: ``<cache_dir>/hub``."""
+    return Path(cache_dir) / "hub"
+
+
+def endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def offline() -> str | None:
+    """The variable that makes huggingface_hub offline (``HF_HUB_OFFLINE``, or the
+    ``TRANSFORMERS_OFFLINE`` it also honours), None when online."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in TRUE:
+            return name
+    return None
+
+
+def cached_snapshot(repo_id: str, cache_dir: Path | None) -> Path | None:
+    """The complete local snapshot of ``repo_id``: in ``<cache_dir>/hub`` first, then in
+    the user's Hugging Face cache; None when neither has it. Nothing is requested."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    caches: list[Path | None] = [None]
+    if cache_dir is not None:
+        caches.insert(0, hub_cache(cache_dir))
+    for cache in caches:
+        try:
+            found = snapshot_download(
+                repo_id,
+                cache_dir=cache,
+                local_files_only=True,
+                allow_patterns=ALLOW,
+                ignore_patterns=IGNORE,
+            )
+        except (LocalEntryNotFoundError, OSError, ValueError):
+            continue
+        if (Path(found) / "config.json").is_file():
+            return Path(found)
+    return None
+
+
+def _explain(exc: BaseException, repo_id: str) -> Exception:
+    """A hub failure as an error a person can act on (no traceback)."""
+    import httpx2
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    url = endpoint()
+    if isinstance(exc, GatedRepoError):
+        return BadInputError(
+            f"{repo_id} is gated on {url}: accept its terms on {url}/{repo_id} and log in "
+            "(hf auth login, or set HF_TOKEN) where the daemon runs"
+        )
+    if isinstance(exc, RepositoryNotFoundError):
+        return BadInputError(
+            f"{repo_id} was not found on {url} (a typo, or a private repo: log in with "
+            "hf auth login or set HF_TOKEN)"
+        )
+    if isinstance(exc, RevisionNotFoundError):
+        return BadInputError(f"{repo_id} has no such revision on {url}")
+    if isinstance(exc, httpx2.TransportError):
+        reason = str(exc) or type(exc).__name__
+        return HubUnreachable(
+            f"cannot reach the Hugging Face hub at {url} to download {repo_id} ({reason}); "
+            "check the network (or HF_ENDPOINT), or download it elsewhere with hf download "
+            f"{repo_id} and copy the cache"
+        )
+    if isinstance(exc, HfHubHTTPError):
+        status = exc.response.status_code if exc.response is not None else "?"
+        return HubUnreachable(f"the hub at {url} refused {repo_id} (HTTP {status}): {exc}")
+    return HubUnreachable(f"downloading {repo_id} from {url} failed: {exc}")
+
+
+def remote_files(repo_id: str) -> tuple[str, dict[str, int]]:
+    """(commit, {file: size}) of what :func:`download` fetches; the clear errors above."""
+    import httpx2
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.utils import filter_repo_objects
+
+    if variable := offline():
+        raise BadInputError(
+            f"{repo_id} is not in the local cache and {variable} is set; download it "
+            f"with hf download {repo_id} (on a machine online), or unset {variable}"
+        )
+    api = HfApi(endpoint=endpoint())
+    try:
+        info = api.repo_info(repo_id)
+        sizes = {
+            f.path: int(f.size or 0)
+            for f in api.list_repo_tree(repo_id, recursive=True, revision=info.sha)
+            if hasattr(f, "size")
+        }
+    except (HfHubHTTPError, httpx2.TransportError, OfflineModeIsEnabled) as exc:
+        raise _explain(exc, repo_id) from exc
+    wanted = set(filter_repo_objects(sizes, allow_patterns=ALLOW, ignore_patterns=IGNORE))
+    if not any(name.endswith(".safetensors") for name in wanted):
+        raise BadInputError(
+            f"{repo_id} has no safetensors weights on {endpoint()} (personad trains only "
+            "from safetensors)"
+        )
+    if "config.json" not in wanted:
+        raise BadInputError(f"{repo_id} has no config.json: not a transformers model")
+    return str(info.sha), {name: sizes[name] for name in sorted(wanted)}
+
+
+def _on_disk(folder: Path) -> int:
+    """Bytes under a repo's cache folder's blobs, the partial downloads included."""
+    total = 0
+    for path in (folder / "blobs").glob("*"):
+        try:
+            total += path.stat().st_size
+        except OSError:  # renamed or removed meanwhile
+            continue
+    return total
+
+
+def download(repo_id: str, cache_dir: Path, on_progress: Progress | None = None) -> Path:
+    """The snapshot of ``repo_id`` in ``<cache_dir>/hub``, fetched when it is not cached;
+    ``on_progress(done, total)`` about once a second while it downloads."""
+    found = cached_snapshot(repo_id, cache_dir)
+    if found is not None:
+        return found
+    import httpx2
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    commit, files = remote_files(repo_id)
+    total = sum(files.values())
+    cache = hub_cache(cache_dir)
+    folder = cache / f"models--{repo_id.replace('/', '--')}"
+    stop = threading.Event()
+
+    def report() -> None:
+        while on_progress is not None:
+            on_progress(min(_on_disk(folder), total), total)
+            if stop.wait(1.0):
+                return
+
+    watcher = threading.Thread(target=report, name="download-progress", daemon=True)
+    watcher.start()
+    try:
+        path = snapshot_download(
+            repo_id,
+            revision=commit,
+            cache_dir=cache,
+            endpoint=endpoint(),
+            allow_patterns=list(files),
+            ignore_patterns=IGNORE,
+        )
+    except (HfHubHTTPError, httpx2.TransportError, OSError) as exc:
+        raise _explain(exc, repo_id) from exc
+    finally:
+        stop.set()
+        watcher.join()
+    # Fetched by its commit: the ``main`` ref later look-ups resolve is written here.
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    write_text(folder / "refs" / "main", commit)
+    if on_progress is not None:
+        on_progress(total, total)
+    return Path(path)
+
+
+def fetch_missing(spec: str, cache_dir: Path, progress: ProgressWriter) -> None:
+    """Download ``spec`` when it is a hub id in no cache, reporting ``download`` events."""
+    from services.training.base_model import parse_spec
+
+    parsed = parse_spec(spec)
+    if parsed.kind != "hub" or cached_snapshot(parsed.location, cache_dir) is not None:
+        return
+
+    def emit(done: int, total: int) -> None:
+        progress.emit("download", repo=parsed.location, done_bytes=done, total_bytes=total)
+
+    download(parsed.location, cache_dir, emit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from services.training.command import ExitCode
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # progress goes to the fd
+    p = argparse.ArgumentParser(prog="python -m services.training.hub_download")
+    p.add_argument("--repo", required=True)
+    p.add_argument("--cache-dir", required=True, type=Path)
+    p.add_argument("--run-dir", required=True, type=Path)
+    p.add_argument("--progress-fd", type=int)
+    args = p.parse_args(argv)
+    progress = ProgressWriter(args.run_dir / "download.jsonl", args.progress_fd)
+
+    code: int = ExitCode.OK
+    try:
+        fetch_missing(args.repo, args.cache_dir, progress)
+        path = download(args.repo, args.cache_dir)
+        progress.emit("done", metrics={}, artifact=str(path))
+    except BadInputError as exc:
+        code, message = ExitCode.BAD_INPUT, str(exc)
+    except HubUnreachable as exc:
+        code, message = ExitCode.ERROR, str(exc)
+    except KeyboardInterrupt:
+        code, message = ExitCode.CANCELLED, "cancelled"
+    if code != ExitCode.OK:
+        print(f"personad: {message}", file=sys.stderr)
+        progress.emit("error", message=message, code=int(code))
+    progress.close()
+    return int(code)
+
+
+def _term(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, _term)
+    sys.exit(main())
