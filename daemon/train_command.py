@@ -15,6 +15,7 @@ from services.ledger import Ledger
 from services.profile_names import RULE, is_valid_profile_name
 from services.settings import Settings
 from services.token_stats import token_counter
+from services.training.base_model import parse_spec
 from services.training.errors import TrainingConfigError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
@@ -46,6 +47,14 @@ def train_request(args: dict[str, Any]) -> SummaryRequest:
             "'name' must be 1 to 80 letters, digits, '.', '_' or '-', starting with a "
             f"letter or digit, not {name!r}",
         )
+    base_model = args.get("base_model")
+    if base_model is not None:
+        if not isinstance(base_model, str) or not base_model:
+            raise CommandError("bad_args", "'base_model' must be a non-empty string")
+        try:
+            parse_spec(base_model)
+        except PersonadError as exc:
+            raise CommandError("bad_args", str(exc)) from exc
     return SummaryRequest(
         profile=profile,
         kind=kind,
@@ -55,6 +64,7 @@ def train_request(args: dict[str, Any]) -> SummaryRequest:
         everything=bool(args.get("all")),
         force=bool(args.get("force")),
         name=name,
+        base_model=base_model,
     )
 
 
@@ -70,6 +80,7 @@ def summary_context(settings: Settings) -> SummaryContext:
         device=t.device,
         plan=memory_plan(t.device, t.gpu_memory_gb, t.memory_limit_mb),
         tokens=lambda location: token_counter(location, settings.state_dir / "base-models"),
+        cache_dir=settings.state_dir / "base-models",
     )
 
 
@@ -98,6 +109,7 @@ def queue_job(
         "force": req.force,
         "all": req.everything,
         "name": req.name,
+        "base_model": req.base_model,
     }
     job, created = ledger.enqueue_job(
         req.profile, req.kind, mode=req.mode, args=request, reason="manual"
@@ -111,7 +123,8 @@ def queue_job(
     if not created:
         out["coalesced"] = (
             f"the same request (profile {req.profile}, kind {req.kind}, mode "
-            f"{req.mode or 'all'}) is already {job.state} as job {job.id}"
+            f"{req.mode or 'all'}{', base ' + req.base_model if req.base_model else ''}) is "
+            f"already {job.state} as job {job.id}"
         )
     return out
 

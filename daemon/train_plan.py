@@ -1,13 +1,17 @@
 """``personad train PROFILE --dry-run`` planned here, without the daemon
 (``services.plan_preview``): with ``--base-model`` or ``--gpu-memory-gb`` (plan for a model
 not downloaded, a GPU not bought), or when the daemon is not running. Otherwise the daemon
-answers a dry run with the job's whole summary (``daemon.train_command``)."""
+answers a dry run with the job's whole summary (``daemon.train_command``).
+
+Without ``--dry-run``, ``--base-model`` is the job's own base (:func:`job_base`: checked
+here, a path made absolute for the daemon)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from daemon.render import console
@@ -18,7 +22,12 @@ EXIT_FAILED = 1
 
 
 def add_flags(train: argparse.ArgumentParser) -> None:
-    train.add_argument("--base-model", help="plan for this base model (with --dry-run)")
+    train.add_argument(
+        "--base-model",
+        help="train this job on this base model instead of training.base_model (a model "
+        "directory, a .gguf file, embedded:NAME or a hub id ORG/NAME, downloaded when "
+        "missing); with --dry-run, plan for it",
+    )
     train.add_argument(
         "--gpu-memory-gb", type=float, help="plan for a GPU of this many GiB (with --dry-run)"
     )
@@ -70,7 +79,23 @@ def local(args: argparse.Namespace) -> bool:
 
 
 def misused(args: argparse.Namespace) -> str | None:
-    """Why the train flags do not go together, or None."""
-    if not args.dry_run and (args.base_model or args.gpu_memory_gb is not None):
-        return "--base-model and --gpu-memory-gb plan a job: use them with --dry-run"
+    """Why the train flags do not go together (or the base model names nothing usable),
+    or None."""
+    if not args.dry_run and args.gpu_memory_gb is not None:
+        return "--gpu-memory-gb plans a job: use it with --dry-run"
+    if args.base_model is not None:
+        try:
+            args.base_model = job_base(args.base_model)
+        except PersonadError as exc:
+            return f"--base-model: {exc}"
     return None
+
+
+def job_base(spec: str) -> str:
+    """A base model spec as the daemon must receive it: a local path made absolute (the
+    daemon runs elsewhere); PersonadError when it names nothing usable."""
+    from services.training.base_model import parse_spec
+
+    parse_spec(spec)
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec  # else a hub id, embedded:, ollama:

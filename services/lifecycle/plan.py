@@ -56,9 +56,11 @@ def select_lora_samples(
     return fresh + pool[:want], want
 
 
-def plan_full(original_base: str) -> JobPlan:
+def plan_full(original_base: str, requested_base: str | None = None) -> JobPlan:
     """A full fine-tune trains all weights on the whole eligible corpus from the
-    profile's original base model."""
+    profile's original base model, or from the base the job names."""
+    if requested_base is not None:
+        return JobPlan(requested_base, None, [], {"base": requested_base, "base_requested": True})
     return JobPlan(original_base, None, [], {"base": original_base})
 
 
@@ -69,13 +71,21 @@ def plan_lora(
     original_base: str,
     triggers: TriggerSettings,
     everything: bool = False,
+    requested_base: str | None = None,
 ) -> JobPlan:
     """A LoRA trains on the current base with the samples curated since the cut, plus a
     replay share of older high-quality samples (picked by the job's id); the older
     held-out samples (at most :data:`REGRESSION_MAX`, the newest) check for regressions.
     With ``everything`` (``train --all``) it trains on the profile's whole eligible
-    corpus instead, and its held-out samples are the dataset's own eval split."""
+    corpus instead, and its held-out samples are the dataset's own eval split.
+
+    A job that names another base (``train --base-model M``) trains its LoRA on that
+    base, on the whole eligible corpus (nothing the profile learned sits on ``M``); the
+    adapter stays on ``M``: a later full fine-tune does not make it stale."""
     base = history.current_base or original_base
+    if requested_base is not None and requested_base != base:
+        named: dict[str, Any] = {"base": requested_base, "base_job": None, "since": None}
+        return JobPlan(requested_base, None, [], {**named, "all": True, "base_requested": True})
     if everything:
         summary = {"base": base, "base_job": history.base_job, "since": None, "all": True}
         return JobPlan(base, None, [], summary)

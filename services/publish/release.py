@@ -75,8 +75,9 @@ class Release:
 
 
 def check_base_current(ledger: Ledger, profile: str, kind: str, plan: dict[str, Any]) -> None:
-    """A LoRA is published only onto the base that is still the profile's current one."""
-    if kind != "lora":
+    """A LoRA is published only onto the base that is still the profile's current one
+    (one trained on a base its job named stays on that base)."""
+    if kind != "lora" or plan.get("base_requested"):
         return
     _, current_job = ledger.current_base(profile)
     if current_job != plan.get("base_job"):

@@ -151,6 +151,12 @@ def test_errors_carry_the_socket_codes_with_http_statuses(api: Api) -> None:
     ]
     for answer, status, code in cases:
         assert (answer.status, answer.json()["error"]["code"]) == (status, code), answer.body
+    # A base model naming nothing is refused with the reason, nothing queued.
+    before = api.get("/api/jobs").json()
+    refused = api.post("/api/train", {"profile": "alice", "base_model": "/no/such/model"})
+    assert refused.status == 400 and refused.json()["error"]["code"] == "bad_args"
+    assert "'/no/such/model': no such file or directory" in refused.json()["error"]["message"]
+    assert api.get("/api/jobs").json() == before
 
 
 def test_state_changing_requests_need_the_same_origin(daemon: DaemonProcess, api: Api) -> None:

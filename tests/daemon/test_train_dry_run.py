@@ -56,6 +56,18 @@ def test_lora_of_8b_plans_qlora_on_16_gib_and_lora_on_80(tmp_path: Path) -> None
     assert (big["plan"]["strategy"], big["plan"]["fits"]) == ("lora", True)
 
 
-def test_base_model_without_dry_run_is_a_usage_error(tmp_path: Path) -> None:
-    done = _dry_run(tmp_path / "state", "alice", "--base-model", "x/y")
+def test_gpu_memory_without_dry_run_is_a_usage_error(tmp_path: Path) -> None:
+    done = _dry_run(tmp_path / "state", "alice", "--gpu-memory-gb", "24")
     assert done.returncode == 2 and "--dry-run" in done.stderr
+
+
+def test_a_base_model_naming_nothing_is_refused_before_the_daemon_is_asked(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "no-such-model"
+    done = _dry_run(tmp_path / "state", "alice", "--base-model", str(missing))
+    assert done.returncode == 2
+    assert f"--base-model: base model '{missing}': no such file or directory" in done.stderr
+    # A hub id is a job's base too: with no daemon running, that is what is said.
+    done = _dry_run(tmp_path / "state", "alice", "--base-model", "acme/tiny")
+    assert done.returncode == 3 and "not running" in done.stderr
