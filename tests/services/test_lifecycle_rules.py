@@ -113,6 +113,35 @@ def test_a_lora_after_a_full_fine_tune_trains_on_its_model() -> None:
     assert plan.summary["base"] == "/runs/full/model" and plan.summary["base_job"] == 4
 
 
+def test_a_job_naming_a_base_trains_on_it() -> None:
+    full = plan_full("org/base", "org/other")
+    assert (full.base, full.samples) == ("org/other", None)
+    assert full.summary == {"base": "org/other", "base_requested": True}
+    history = _history([_record(1)], [_record(2)], current_base="/runs/full/model", base_job=4)
+    # A LoRA on another base than the current one: the whole corpus, on that base.
+    lora = plan_lora(
+        history, job_id=5, original_base="org/base", triggers=_triggers(), requested_base="o/x"
+    )
+    assert (lora.base, lora.samples, lora.regression) == ("o/x", None, [])
+    assert lora.summary == {
+        "base": "o/x",
+        "base_job": None,
+        "since": None,
+        "all": True,
+        "base_requested": True,
+    }
+    # Naming the current base changes nothing.
+    same = plan_lora(
+        history,
+        job_id=5,
+        original_base="org/base",
+        triggers=_triggers(),
+        requested_base="/runs/full/model",
+    )
+    plain = plan_lora(history, job_id=5, original_base="org/base", triggers=_triggers())
+    assert (same.base, same.samples, same.summary) == (plain.base, plain.samples, plain.summary)
+
+
 def test_the_regression_set_is_the_newest_older_held_out_samples() -> None:
     old = [_record(i, split="eval" if i % 2 else "train") for i in range(2 * REGRESSION_MAX + 50)]
     plan = plan_lora(_history([], old), job_id=1, original_base="b", triggers=_triggers())
