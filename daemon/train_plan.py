@@ -83,7 +83,7 @@ def misused(args: argparse.Namespace) -> str | None:
     or None."""
     if not args.dry_run and args.gpu_memory_gb is not None:
         return "--gpu-memory-gb plans a job: use it with --dry-run"
-    if args.base_model is not None:
+    if args.base_model is not None and not args.dry_run:  # a dry run says it cannot plan
         try:
             args.base_model = job_base(args.base_model)
         except PersonadError as exc:

@@ -59,7 +59,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import structlog
 
 from services.shipped import etc_dir
-from services.training.base_model import locate, resolve_base_model
+from services.training.base_model import locate, parse_spec, resolve_base_model
 from services.training.command import ExitCode, add_judge_arguments, judge_of
 from services.training.config import CONFIG_FILE, ResolvedConfig, resolve_config
 from services.training.dataset_reader import DATASET_FILE, Selection, read_dataset, select
@@ -269,8 +269,9 @@ def _run(args: argparse.Namespace, progress: ProgressWriter, ranks: Ranks | None
     event. torch is first imported after the dataset and the configuration are checked.
     Under torchrun every rank trains; rank 0 alone then runs the gate and reports."""
     records = read_dataset(args.run_dir / DATASET_FILE)
-    if ranks is None:  # run by hand: a hub base not downloaded yet is fetched here
-        fetch_missing(args.base, args.cache_dir, progress)
+    base = parse_spec(args.base)
+    if base.kind == "hub" and ranks is None:  # run by hand: a hub base is fetched here
+        fetch_missing(base.location, args.cache_dir, progress)
     resolved = _resolved(args, len(records))
     selection = select(records, resolved.config)
     _check_reference(args.reference_model, args.reference_adapter, args.cache_dir)

@@ -226,18 +226,15 @@ def download(repo_id: str, cache_dir: Path, on_progress: Progress | None = None)
     return Path(path)
 
 
-def fetch_missing(spec: str, cache_dir: Path, progress: ProgressWriter) -> None:
-    """Download ``spec`` when it is a hub id in no cache, reporting ``download`` events."""
-    from services.training.base_model import parse_spec
-
-    parsed = parse_spec(spec)
-    if parsed.kind != "hub" or cached_snapshot(parsed.location, cache_dir) is not None:
+def fetch_missing(repo_id: str, cache_dir: Path, progress: ProgressWriter) -> None:
+    """Download ``repo_id`` when no cache has it, reporting ``download`` events."""
+    if cached_snapshot(repo_id, cache_dir) is not None:
         return
 
     def emit(done: int, total: int) -> None:
-        progress.emit("download", repo=parsed.location, done_bytes=done, total_bytes=total)
+        progress.emit("download", repo=repo_id, done_bytes=done, total_bytes=total)
 
-    download(parsed.location, cache_dir, emit)
+    download(repo_id, cache_dir, emit)
 
 
 def main(argv: list[str] | None = None) -> int:
