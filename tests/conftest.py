@@ -131,6 +131,7 @@ SLOW = (
     "*/test_ollama_base.py::test_an_architecture_transformers_*",  # imports transformers
     "*/test_ollama_base_planning.py::*",  # GGUF headers read a few times
     "*/test_ollama_base_job.py::*",
+    "*/test_ollama_base_training.py::*",
 )
 
 

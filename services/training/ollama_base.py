@@ -43,8 +43,9 @@ DEFAULT_SERVER = "127.0.0.1:11434"
 MEDIA_MODEL = "application/vnd.ollama.image.model"
 USUAL_MODELS_DIRS = (Path("~/.ollama/models"), Path("/usr/share/ollama/.ollama/models"))
 SHOW_TIMEOUT_S = 30.0
-# Ollama's quantization levels of 4 bits or fewer: Q4_0, Q4_K_M, Q3_K_S, Q2_K, IQ4_XS, TQ1_0...
-LOW_BIT = re.compile(r"^(Q[1-4]_|IQ|TQ)", re.IGNORECASE)
+# Ollama's quantization levels of 4 bits or fewer: Q4_0, Q4_K_M, Q3_K_S, Q2_K, IQ4_XS, TQ1_0,
+# MXFP4...
+LOW_BIT = re.compile(r"^(Q[1-4]_|IQ|TQ|MXFP4|NVFP4)", re.IGNORECASE)
 LOW_BIT_WARNING = (
     "{name} is quantized to {level}: a dequantized 4-bit base trains worse than the original "
     "weights; name the original hub model for best results"

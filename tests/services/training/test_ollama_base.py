@@ -21,7 +21,7 @@ from services.training.base_model import (
 from services.training.errors import BadInputError
 from services.training.model_shape import model_shape
 from services.training.modelinfo import count_parameters
-from services.training.ollama_base import ModelName, ollama_base, parse_name
+from services.training.ollama_base import ModelName, OllamaBase, ollama_base, parse_name
 from tests.fakes.ollama_server import FakeOllama
 from tests.services.ollama_names import NAME, SPEC
 
@@ -80,6 +80,24 @@ def test_a_name_without_a_tag_means_latest_and_q8_has_no_warning(
         "latest",
     )
     assert base.warning is None
+
+
+@pytest.mark.parametrize(
+    ("level", "warned"),
+    [
+        *[(level, True) for level in ("Q4_K_M", "Q4_0", "Q3_K_S", "Q2_K", "IQ4_XS", "MXFP4")],
+        *[(level, False) for level in ("Q5_K_M", "Q6_K", "Q8_0", "F16")],
+    ],
+)
+def test_four_bits_or_fewer_are_warned_about(level: str, warned: bool) -> None:
+    details = {"quantization_level": level}
+    base = OllamaBase(SPEC, parse_name(NAME), "h", Path("/m"), Path("/b"), "0" * 64, 1, details)
+    assert (base.warning is not None) == warned
+    if warned:
+        assert base.warning == (
+            f"{SPEC} is quantized to {level}: a dequantized 4-bit base trains worse than the "
+            "original weights; name the original hub model for best results"
+        )
 
 
 def test_ollama_models_and_the_setting_name_the_store(
