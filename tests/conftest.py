@@ -115,6 +115,7 @@ SLOW = (
     "*/test_gate_judge.py::*",
     "*/test_training_child.py::*",
     "*/test_hub_download.py::test_a_connection_cut_midway_*",
+    "*/test_hub_download.py::test_a_download_stopped_with_its_process_*",
     "*/test_torchrun.py::*",
     "*/test_torchrun_child.py::*",
     "*/test_training_quantized.py::*",

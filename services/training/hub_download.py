@@ -14,9 +14,9 @@ on the progress fd (``services.training.progress``), then ``done`` with the snap
 as ``artifact``, or ``error`` (exit 3 for a missing or gated repo, ``HF_HUB_OFFLINE``, a
 repo without safetensors; exit 1 for a hub that cannot be reached).
 
-A connection lost in the middle of a file is resumed from the bytes already received
-(huggingface_hub retries with a ``Range`` request); files completed before an interruption
-are kept, so a download started again fetches only the rest. huggingface_hub reads
+A download stopped in the middle of a weights file, by a lost connection or with its
+process, continues from the bytes already received (``Range``;
+:mod:`services.training.hub_resume`); files completed before are kept. huggingface_hub reads
 ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and ``HF_TOKEN`` when it is imported: this process
 inherits them from the daemon's environment.
 """
@@ -28,11 +28,13 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from services.durable import write_text
 from services.training.errors import BadInputError
+from services.training.hub_resume import LfsFile, fetch_blobs
 from services.training.progress import ProgressWriter
 
 ALLOW = [
@@ -136,12 +138,24 @@ def _explain(exc: BaseException, repo_id: str) -> Exception:
     return HubUnreachable(f"downloading {repo_id} from {url} failed: {exc}")
 
 
-def remote_files(repo_id: str) -> tuple[str, dict[str, int]]:
-    """(commit, {file: size}) of what :func:`download` fetches; the clear errors above."""
+@dataclass(frozen=True)
+class Remote:
+    """What :func:`download` fetches: the commit, every file's size, and the weights
+    fetched resumably (:mod:`services.training.hub_resume`)."""
+
+    commit: str
+    sizes: dict[str, int]
+    resumable: dict[str, LfsFile]
+
+
+def remote_files(repo_id: str) -> Remote:
+    """The repo's files to fetch, from its info and tree; the clear errors above."""
     import httpx2
     from huggingface_hub import HfApi
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    from huggingface_hub.hf_api import RepoFile
     from huggingface_hub.utils import filter_repo_objects
+    from huggingface_hub.utils._runtime import is_xet_available
 
     if variable := offline():
         raise BadInputError(
@@ -151,13 +165,14 @@ def remote_files(repo_id: str) -> tuple[str, dict[str, int]]:
     api = HfApi(endpoint=endpoint())
     try:
         info = api.repo_info(repo_id)
-        sizes = {
-            f.path: int(f.size or 0)
+        tree = [
+            f
             for f in api.list_repo_tree(repo_id, recursive=True, revision=info.sha)
-            if hasattr(f, "size")
-        }
+            if isinstance(f, RepoFile)
+        ]
     except (HfHubHTTPError, httpx2.TransportError, OfflineModeIsEnabled) as exc:
         raise _explain(exc, repo_id) from exc
+    sizes = {f.path: int(f.size or 0) for f in tree}
     wanted = set(filter_repo_objects(sizes, allow_patterns=ALLOW, ignore_patterns=IGNORE))
     if not any(name.endswith(".safetensors") for name in wanted):
         raise BadInputError(
@@ -166,7 +181,13 @@ def remote_files(repo_id: str) -> tuple[str, dict[str, int]]:
         )
     if "config.json" not in wanted:
         raise BadInputError(f"{repo_id} has no config.json: not a transformers model")
-    return str(info.sha), {name: sizes[name] for name in sorted(wanted)}
+    xet = is_xet_available()
+    resumable = {
+        f.path: LfsFile(int(f.lfs.size), str(f.lfs.sha256))
+        for f in tree
+        if f.path in wanted and f.lfs is not None and not (xet and f.xet_hash)
+    }
+    return Remote(str(info.sha), {name: sizes[name] for name in sorted(wanted)}, resumable)
 
 
 def _on_disk(folder: Path) -> int:
@@ -190,7 +211,8 @@ def download(repo_id: str, cache_dir: Path, on_progress: Progress | None = None)
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
-    commit, files = remote_files(repo_id)
+    remote = remote_files(repo_id)
+    commit, files = remote.commit, remote.sizes
     total = sum(files.values())
     cache = hub_cache(cache_dir)
     folder = cache / f"models--{repo_id.replace('/', '--')}"
@@ -205,6 +227,7 @@ def download(repo_id: str, cache_dir: Path, on_progress: Progress | None = None)
     watcher = threading.Thread(target=report, name="download-progress", daemon=True)
     watcher.start()
     try:
+        fetch_blobs(repo_id, commit, remote.resumable, folder, endpoint())
         path = snapshot_download(
             repo_id,
             revision=commit,

@@ -15,8 +15,10 @@ It serves model directories as repos through the endpoints huggingface_hub (2.4)
 Errors as the hub sends them: an unknown repo is 401 ``X-Error-Code: RepoNotFound``; an
 unknown file 404 ``EntryNotFound``; a gated repo's info and listing are public but its
 files are 401 ``GatedRepo``. ``drop_once`` names files whose first full GET sends the
-headers and half the body, then closes the connection. Every request is recorded in
-``requests`` as ``(method, path, range header or None)``.
+headers and half the body, then closes the connection; ``stall_once`` files' first full
+GET sends half the body, then nothing more until the hub stops (a process stopped
+midway). Every request is recorded in ``requests`` as ``(method, path, range header or
+None)``.
 """
 
 from __future__ import annotations
@@ -56,9 +58,11 @@ class Repo:
 class FakeHub:
     repos: dict[str, Repo] = field(default_factory=dict)
     drop_once: set[str] = field(default_factory=set)
+    stall_once: set[str] = field(default_factory=set)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
     _server: ThreadingHTTPServer | None = None
+    _stopped: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -78,6 +82,7 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self._stopped.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -206,6 +211,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             self.connection.shutdown(2)  # SHUT_RDWR: the client sees the body cut short
+            return
+        if not start and name in self.fake.stall_once and name not in self.fake.dropped:
+            self.fake.dropped.append(name)
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            self.fake._stopped.wait(60)
+            self.close_connection = True
             return
         self.wfile.write(data[start:])
 

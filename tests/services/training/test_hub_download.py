@@ -6,14 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from services.training.command import ExitCode
 from services.training.hub_download import cached_snapshot, hub_cache
 from tests.fakes.hf_hub import FakeHub, Repo
 from tests.paths import REPO
@@ -39,28 +43,39 @@ def hub(tiny_model: Path) -> Iterator[FakeHub]:
     fake.stop()
 
 
+def _argv(repo: str, cache: Path, run_dir: Path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "services.training.hub_download",
+        "--repo",
+        repo,
+        "--cache-dir",
+        str(cache),
+        "--run-dir",
+        str(run_dir),
+        "--progress-fd",
+        "1",
+    ]
+
+
+def _environ(**env: str) -> dict[str, str]:
+    online = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")
+    environ = {k: v for k, v in os.environ.items() if k not in online}
+    return {**environ, **env}
+
+
+def _popen(url: str) -> dict[str, Any]:
+    return {"cwd": REPO, "env": _environ(HF_ENDPOINT=url), "stdout": subprocess.DEVNULL}
+
+
 def _fetch(
     repo: str, cache: Path, run_dir: Path, **env: str
 ) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
-    online = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")
-    environ = {k: v for k, v in os.environ.items() if k not in online}
-    environ["HF_HOME"] = str(cache.parent / "user-hf")  # an empty user cache
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.training.hub_download",
-            "--repo",
-            repo,
-            "--cache-dir",
-            str(cache),
-            "--run-dir",
-            str(run_dir),
-            "--progress-fd",
-            "1",
-        ],
+        _argv(repo, cache, run_dir),
         cwd=REPO,
-        env={**environ, **env},
+        env=_environ(HF_HOME=str(cache.parent / "user-hf"), **env),  # an empty user cache
         capture_output=True,
         text=True,
         timeout=120,
@@ -112,6 +127,28 @@ def test_a_connection_cut_midway_is_resumed_from_the_partial_file(
     assert 0 < resumed_at <= 12 * 1024 * 1024  # from what the first try wrote, not from 0
     weights = Path(events[-1]["artifact"]) / "model.safetensors"
     assert weights.read_bytes() == hub.repos["acme/big"].files["model.safetensors"]
+
+
+def test_a_download_stopped_with_its_process_continues_in_the_next_one(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    hub.stall_once.add("model.safetensors")
+    cache = tmp_path / "base-models"
+    weights = hub.repos["acme/big"].files["model.safetensors"]
+    half = len(weights) // 2
+    child = subprocess.Popen(_argv("acme/big", cache, tmp_path / "run"), **_popen(hub.url))
+    blobs = hub_cache(cache) / "models--acme--big" / "blobs"
+    deadline = time.monotonic() + 60
+    while sum(p.stat().st_size for p in blobs.glob("*.partial")) < half:
+        assert time.monotonic() < deadline and child.poll() is None
+        time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)  # a cancel, or the daemon stopping
+    assert child.wait(30) == ExitCode.CANCELLED
+    done, events = _fetch("acme/big", cache, tmp_path / "run", HF_ENDPOINT=hub.url)
+    assert done.returncode == 0, done.stderr
+    assert hub.ranges("model.safetensors") == [f"bytes={half}-"]
+    assert (Path(events[-1]["artifact"]) / "model.safetensors").read_bytes() == weights
+    assert not list(blobs.glob("*.partial"))
 
 
 def test_offline_is_a_clear_error_before_any_request(hub: FakeHub, tmp_path: Path) -> None:
