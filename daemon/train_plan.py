@@ -25,8 +25,8 @@ def add_flags(train: argparse.ArgumentParser) -> None:
     train.add_argument(
         "--base-model",
         help="train this job on this base model instead of training.base_model (a model "
-        "directory, a .gguf file, embedded:NAME or a hub id ORG/NAME, downloaded when "
-        "missing); with --dry-run, plan for it",
+        "directory, a .gguf file, embedded:NAME, ollama:NAME (a model installed in Ollama) "
+        "or a hub id ORG/NAME, downloaded when missing); with --dry-run, plan for it",
     )
     train.add_argument(
         "--gpu-memory-gb", type=float, help="plan for a GPU of this many GiB (with --dry-run)"

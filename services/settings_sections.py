@@ -127,7 +127,8 @@ class TrainingSettings(_Section):
     base_model: str = Field(
         "embedded:smollm2",
         description="Base model: a local directory (safetensors + tokenizer), a .gguf file, a "
-        "hub id already in the local cache, or 'embedded:smollm2' (SmolLM2-135M-Instruct).",
+        "hub id (downloaded when missing), 'ollama:NAME' (a model installed in Ollama), or "
+        "'embedded:smollm2' (SmolLM2-135M-Instruct).",
     )
     family: str | None = Field(
         None,
