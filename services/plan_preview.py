@@ -20,17 +20,20 @@ from services.ledger import Ledger
 from services.settings import Settings
 from services.training.base_model import parse_spec
 from services.training.config import resolve_config
+from services.training.hub_download import hub_cache
 from services.training.job_memory import CHARS_PER_TOKEN, apply_plan, estimate_s, plan_job
 from services.training.model_shape import hub_config, model_shape
 from services.training.ollama_base import base_warning
 
 
-def base_location(spec: str) -> Path:
+def base_location(spec: str, cache_dir: Path | None = None) -> Path:
     """Where to read the model's shapes: its file or directory; for a hub id the directory
-    of its ``config.json`` (nothing else is fetched)."""
+    of its ``config.json`` (found in ``<cache_dir>/hub`` or the Hugging Face cache, else
+    fetched alone: nothing else is)."""
     parsed = parse_spec(spec)
     if parsed.kind == "hub":
-        return hub_config(parsed.location).parent
+        hub_dir = None if cache_dir is None else hub_cache(cache_dir)
+        return hub_config(parsed.location, hub_dir).parent
     return Path(parsed.location)
 
 
@@ -65,7 +68,7 @@ def preview(
     (an unknown base model, a bad configuration)."""
     t = settings.training
     spec = base_model or t.base_model
-    location = base_location(spec)
+    location = base_location(spec, settings.state_dir / "base-models")
     n_samples, tokens = profile_dataset(settings, profile)
     resolved = resolve_config(
         base_model=location,

@@ -116,6 +116,7 @@ SLOW = (
     "*/test_training_child.py::*",
     "*/test_hub_download.py::test_a_connection_cut_midway_*",
     "*/test_hub_download.py::test_a_download_stopped_with_its_process_*",
+    "*/test_hub_download.py::test_planning_a_hub_base_*",
     "*/test_torchrun.py::*",
     "*/test_torchrun_child.py::*",
     "*/test_training_quantized.py::*",

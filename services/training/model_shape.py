@@ -160,14 +160,16 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def hub_config(repo_id: str) -> Path:
-    """A hub model's ``config.json`` (the cached copy, else only that file fetched, unless
+def hub_config(repo_id: str, hub_dir: Path | None = None) -> Path:
+    """A hub model's ``config.json`` (the copy in ``hub_dir``, personad's download cache,
+    or the user's Hugging Face cache, else only that file fetched into the latter, unless
     ``HF_HUB_OFFLINE`` is set)."""
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    cached = try_to_load_from_cache(repo_id, "config.json")
-    if isinstance(cached, str):
-        return Path(cached)
+    for cache in ([hub_dir] if hub_dir is not None else []) + [None]:
+        cached = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache)
+        if isinstance(cached, str):
+            return Path(cached)
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise ModelInfoError(
             f"{repo_id}: its config.json is not in the local cache and HF_HUB_OFFLINE is set"

@@ -194,3 +194,37 @@ def test_a_missing_or_gated_repo_is_a_clear_error(
     assert events[-1]["message"].startswith(says.format(url=hub.url))
     assert "Traceback" not in done.stderr
     assert not list((tmp_path / "base-models").rglob("*.safetensors"))
+
+
+def test_planning_a_hub_base_fetches_its_config_alone_and_reads_the_download_later(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+
+    def plan(**env: str) -> subprocess.CompletedProcess[str]:
+        argv = ["train", "alice", "--dry-run", "--base-model", "acme/tiny", "--json"]
+        return subprocess.run(
+            [sys.executable, "-m", "daemon.cli", *argv, "--state-dir", str(state)],
+            cwd=REPO,
+            env=_environ(**{"HF_HOME": str(tmp_path / "user-hf"), **env}),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = plan(HF_ENDPOINT=hub.url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["plan"]["fits"] is True
+    fetched = {p.rsplit("/", 1)[-1] for _, p, _ in hub.requests if "/resolve/" in p}
+    assert fetched == {"config.json"}
+    # Once a job downloaded it into the state dir, planning reads it there, offline.
+    assert (
+        _fetch("acme/tiny", state / "base-models", tmp_path / "run", HF_ENDPOINT=hub.url)[
+            0
+        ].returncode
+        == 0
+    )
+    hub.requests.clear()
+    offline = plan(HF_HOME=str(tmp_path / "empty-hf"), HF_HUB_OFFLINE="1")
+    assert offline.returncode == 0, offline.stderr
+    assert hub.requests == []
