@@ -219,12 +219,13 @@ def ask(
     version = next((v for v in ledger.versions(profile) if v["active"]), None)
     registry = LocalRegistry(cfg.models_dir)
     system_file = None if cfg.profiles_dir is None else cfg.profiles_dir / profile / SYSTEM_FILE
-    head = serving_head(ledger, profile, _version_info(registry, profile, active), system_file)
+    info = _version_info(registry, profile, active)
+    head = serving_head(ledger, profile, info, system_file)
     messages = messages_for(profile, question, hits, head)
     chosen = targets(
         active=active,
         serving=registry.serving_model(profile, cfg.base_model),
-        base_model=cfg.base_model,
+        base_model=str((info or {}).get("base") or cfg.base_model),  # the version's own base
         compare_base=compare_base,
         ollama_model=version["ollama_model"] if cfg.ollama_url and version else None,
     )

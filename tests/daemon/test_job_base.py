@@ -31,10 +31,12 @@ def _serves_on(settings_dir: Path, ledger: Ledger, cfg: AskConfig, base: str) ->
     assert registry.info("alice", 1)["base"] == base
     model, adapter = registry.serving_model("alice", cfg.base_model)
     assert (model, adapter) == (base, registry.path("alice", 1) / "adapter")
-    out = ask(ledger, None, cfg, "alice", "question number 3 about the world?", k=0)
+    question = "question number 3 about the world?"
+    out = ask(ledger, None, cfg, "alice", question, k=0, compare_base=True)
     assert out["active_version"] == "v1"
     assert out["answers"]["v1"]["model"] == f"{base} + {adapter}"
     assert isinstance(out["answers"]["v1"]["text"], str)
+    assert out["answers"]["base"]["model"] == base  # compared with the base it sits on
 
 
 def test_a_job_trains_on_the_base_it_names_and_its_version_serves_on_it(
@@ -118,6 +120,25 @@ def test_download_progress_reads_in_gigabytes() -> None:
     apply_event(progress, ev)
     assert progress["phase"] == "downloading"
     assert _progress_text(progress) == "  downloading Qwen/Qwen2.5-7B-Instruct: 1.50 of 15.23 GB"
+
+
+def test_a_hub_base_that_cannot_be_downloaded_fails_the_job_with_the_reason(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    _profile(tmp_path / "state", tmp_path / "profiles", n=6)
+    h = Harness(_settings(tmp_path, tiny_model), python=None)  # HF_HUB_OFFLINE is set
+    h.supervisor.start()
+    try:
+        job = h.run(timeout=60, base_model="acme/tiny", force=True)
+    finally:
+        h.supervisor.stop(10)
+    assert (job.state, job.exit_code) == ("failed", 3)
+    assert job.reason == (
+        "cannot download the base model: acme/tiny is not in the local cache and "
+        "HF_HUB_OFFLINE is set; download it with hf download acme/tiny (on a machine "
+        "online), or unset HF_HUB_OFFLINE"
+    )
+    assert not (Path(job.run_dir or "") / "fine_tune_dataset.jsonl").exists()
 
 
 def test_a_bad_base_is_refused_before_queueing_and_bases_do_not_coalesce(
