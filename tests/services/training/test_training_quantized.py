@@ -36,7 +36,7 @@ def train(tmp_path: Path, model: Path, kind: str, strategy: str) -> tuple[Path, 
     return run_dir, start.raw, end.metrics
 
 
-def test_qlora_trains_adapters_on_a_4bit_base_and_merges_into_full_precision(
+def test_qlora_trains_adapters_on_a_4bit_base_and_merges_into_it_dequantized(
     tmp_path: Path, tiny_model_64: Path
 ) -> None:
     run_dir, start, metrics = train(tmp_path, tiny_model_64, "lora", "qlora")
@@ -55,6 +55,36 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_merges_into_full_precision(
     assert abs(check["merged_eval_loss"] - check["adapter_eval_loss"]) <= 0.01 * abs(
         check["adapter_eval_loss"]
     )
+    # merged into the 4-bit base it trained on, dequantized: it scores as training measured
+    assert check["merged_into"] == "nf4-dequantized"
+    assert abs(check["merged_eval_loss"] - metrics["eval_loss"]) <= 0.01 * metrics["eval_loss"]
+
+
+def test_every_qlora_adapter_learns_after_an_evaluation(tiny_model_64: Path) -> None:
+    """The recipe evaluates before it trains: a 4-bit layer that ran without gradients must
+    still pass gradients back to the adapters below it (bitsandbytes' CPU inference layout
+    does not)."""
+    from peft import LoraConfig, get_peft_model
+
+    from services.training.quantized import load_4bit
+
+    base = load_4bit(tiny_model_64, torch.device("cpu"), torch.float32)
+    torch.manual_seed(0)
+    model = get_peft_model(
+        base, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", task_type="CAUSAL_LM")
+    )
+    ids = torch.randint(0, base.config.vocab_size, (1, 24))
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)
+    model.train()
+    model(input_ids=ids, labels=ids).loss.backward()
+    silent = [
+        name
+        for name, p in model.named_parameters()
+        if "lora_B" in name and (p.grad is None or not p.grad.abs().sum())
+    ]
+    assert not silent
 
 
 def test_a_full_fine_tune_with_8bit_adamw(tmp_path: Path, tiny_model_64: Path) -> None:
