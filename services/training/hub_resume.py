@@ -23,6 +23,7 @@ from pathlib import Path
 PARTIAL = ".partial"
 RETRIES = 5  # connections lost in a row before giving up
 TIMEOUT_S = 60.0
+CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _get(url: str, partial: Path, start: int) -> None:
             hf_raise_for_status(response)
         resumed = start and response.status_code == 206
         with open(partial, "ab" if resumed else "wb") as f:
-            for chunk in response.iter_bytes():
+            for chunk in response.iter_bytes(CHUNK):
                 f.write(chunk)
                 f.flush()  # what arrived survives the process
 
@@ -96,7 +97,7 @@ def _get(url: str, partial: Path, start: int) -> None:
 def _check(path: Path, lfs: LfsFile) -> None:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
+        while chunk := f.read(CHUNK):
             digest.update(chunk)
     if digest.hexdigest() != lfs.sha256:
         path.unlink()
