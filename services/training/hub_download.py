@@ -24,6 +24,7 @@ inherits them from the daemon's environment.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import threading
@@ -49,6 +50,7 @@ ALLOW = [
     "merges.txt",
     "chat_template*",
 ]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
 IGNORE = ["*/*"]  # subfolders: original/*.pth, onnx/, ... never needed
 TRUE = ("1", "true", "yes", "on")
 
@@ -97,9 +99,28 @@ def cached_snapshot(repo_id: str, cache_dir: Path | None) -> Path | None:
             )
         except (LocalEntryNotFoundError, OSError, ValueError):
             continue
-        if (Path(found) / "config.json").is_file():
+        if complete(Path(found)):
             return Path(found)
     return None
+
+
+def complete(snapshot: Path) -> bool:
+    """Whether a snapshot holds what training needs: ``config.json``, the safetensors
+    weights (every shard its index names) and a tokenizer. A snapshot can hold less:
+    planning fetches ``config.json`` alone, and without a cached tree listing
+    huggingface_hub returns whatever snapshot folder there is."""
+    if not (snapshot / "config.json").is_file():
+        return False
+    if not any((snapshot / name).is_file() for name in TOKENIZER_FILES):
+        return False
+    index = snapshot / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (OSError, ValueError, KeyError, AttributeError):
+            return False
+        return all((snapshot / shard).is_file() for shard in shards)
+    return any(snapshot.glob("*.safetensors"))
 
 
 def _explain(exc: BaseException, repo_id: str) -> Exception:

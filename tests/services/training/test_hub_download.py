@@ -209,7 +209,7 @@ def test_planning_a_hub_base_fetches_its_config_alone_and_reads_the_download_lat
         return subprocess.run(
             [sys.executable, "-m", "daemon.cli", *argv, "--state-dir", str(state)],
             cwd=REPO,
-            env=_environ(**{"HF_HOME": str(tmp_path / "user-hf"), **env}),
+            env=_environ(**{"HF_HOME": str(state / "user-hf"), **env}),
             capture_output=True,
             text=True,
             timeout=120,
@@ -220,13 +220,13 @@ def test_planning_a_hub_base_fetches_its_config_alone_and_reads_the_download_lat
     assert json.loads(done.stdout)["plan"]["fits"] is True
     fetched = {p.rsplit("/", 1)[-1] for _, p, _ in hub.requests if "/resolve/" in p}
     assert fetched == {"config.json"}
-    # Once a job downloaded it into the state dir, planning reads it there, offline.
-    assert (
-        _fetch("acme/tiny", state / "base-models", tmp_path / "run", HF_ENDPOINT=hub.url)[
-            0
-        ].returncode
-        == 0
-    )
+    # The config.json planning left in the user's cache is not taken for the model: the
+    # job downloads the rest into the state dir; planning reads it there from then on.
+    done, events = _fetch("acme/tiny", state / "base-models", tmp_path / "run", HF_ENDPOINT=hub.url)
+    assert done.returncode == 0, done.stderr
+    snapshot = Path(events[-1]["artifact"])
+    assert snapshot.is_relative_to(state / "base-models" / "hub")
+    assert (snapshot / "model.safetensors").is_file()
     hub.requests.clear()
     offline = plan(HF_HOME=str(tmp_path / "empty-hf"), HF_HUB_OFFLINE="1")
     assert offline.returncode == 0, offline.stderr
