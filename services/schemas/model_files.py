@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from services.gguf_file import is_gguf
+from services.gguf_file import gguf_reader, is_gguf
 from services.schemas.errors import SchemaError
 
 # transformers' SPECIAL_TOKENS_ATTRIBUTES: the named tokens a template receives.
@@ -133,11 +133,9 @@ def read_model_dir(path: Path) -> ModelInfo:
 def read_gguf(path: Path) -> ModelInfo:
     """Read the chat template, special tokens and names from a GGUF file's metadata."""
     try:
-        import gguf  # lazy: only GGUF callers pay for it
+        reader = gguf_reader(path)
     except ImportError as exc:
         raise SchemaError("reading a GGUF file needs the 'gguf' package", path=path) from exc
-    try:
-        reader = gguf.GGUFReader(str(path))
     except Exception as exc:  # the reader raises bare ValueErrors and struct errors
         raise SchemaError(f"cannot read GGUF metadata: {exc}", path=path) from exc
 

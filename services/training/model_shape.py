@@ -24,7 +24,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from services.gguf_file import is_gguf
+from services.gguf_file import gguf_reader, is_gguf
 from services.training.errors import ModelInfoError
 from services.training.memory_plan import GIB, ModelShape
 from services.training.modelinfo import (
@@ -62,9 +62,7 @@ def shape_from_config(config: dict[str, Any], params: int | None = None) -> Mode
 
 def shape_from_gguf(path: Path) -> ModelShape:
     """Shapes from a GGUF file's metadata (``<arch>.embedding_length`` and the like)."""
-    import gguf
-
-    reader = gguf.GGUFReader(str(path))
+    reader = gguf_reader(path)
 
     def value(key: str) -> Any:
         field = reader.fields.get(key)

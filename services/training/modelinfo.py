@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from services.gguf_file import is_gguf
+from services.gguf_file import gguf_reader, is_gguf
 from services.training.errors import ModelInfoError
 
 Category = Literal["tiny", "small", "medium", "large", "xlarge"]
@@ -191,10 +191,8 @@ def _index_parameters(index: Path) -> int:
 
 @lru_cache(maxsize=16)
 def _gguf_parameters(path: str, size: int, mtime_ns: int) -> int:
-    import gguf  # numpy-only; imported here so that importing this module stays cheap
-
     try:
-        reader = gguf.GGUFReader(path)
+        reader = gguf_reader(Path(path))
     except (OSError, ValueError) as exc:
         raise ModelInfoError(f"{path}: not a readable GGUF file: {exc}") from exc
     return sum(int(t.n_elements) for t in reader.tensors)

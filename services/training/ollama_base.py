@@ -31,6 +31,7 @@ from typing import Any
 
 import structlog
 
+from services.gguf_file import gguf_reader
 from services.training.errors import BadInputError
 
 log = structlog.get_logger(__name__)
@@ -350,7 +351,5 @@ def check_architecture(base: OllamaBase) -> None:
 
 
 def _gguf_architecture(path: Path) -> str | None:
-    import gguf
-
-    field_ = gguf.GGUFReader(str(path)).fields.get("general.architecture")
+    field_ = gguf_reader(path).fields.get("general.architecture")
     return None if field_ is None else str(field_.contents())
