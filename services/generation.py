@@ -11,7 +11,8 @@ Command line::
 
 ``--model`` is a base model spec (see ``services.training.base_model``: ``embedded:smollm2``,
 a ``.gguf`` file, a hub id in the local cache) or a full model directory; ``--adapter`` a
-LoRA adapter directory applied on top of it. ``--stop`` (repeatable) adds a stop string to
+LoRA adapter directory applied on top of it, merged into the weights once at load (every
+token then costs what the base model's does). ``--stop`` (repeatable) adds a stop string to
 the model's own (eos and its family's stop tokens); the answer ends before it.
 
 One answer: ``--prompt-file`` holds the prompt, already rendered in the model's chat
@@ -102,8 +103,9 @@ def _check_tokens(n: Any) -> int:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any]:
+    # An adapter is merged into the weights once: an answer then costs what the base's does.
     return load_for_inference(
-        args.model, adapter=args.adapter, cache_dir=args.cache_dir, device=args.device
+        args.model, adapter=args.adapter, cache_dir=args.cache_dir, device=args.device, merge=True
     )
 
 

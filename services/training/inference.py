@@ -65,11 +65,14 @@ def load_for_inference(
     cache_dir: Path,
     device: str = "cpu",
     dtype: str = "auto",
+    merge: bool = False,
 ) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer) for ``model`` (a base spec or a full model directory),
-    with the LoRA adapter at ``adapter`` applied when given. The tokenizer is the adapter's
-    when it has one (training saves it there), else the model's. :class:`BadInputError`
-    when either cannot be found or used."""
+    with the LoRA adapter at ``adapter`` applied when given: kept apart (a peft model, as the
+    gate scores it), or with ``merge`` folded into the weights once (a plain model that
+    answers as the adapter does, without the adapter's extra operations at every token).
+    The tokenizer is the adapter's when it has one (training saves it there), else the
+    model's. :class:`BadInputError` when either cannot be found or used."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     spec = str(model)
@@ -91,6 +94,8 @@ def load_for_inference(
     tokenizer_dir = model_dir
     if adapter is not None:
         loaded = apply_adapter(loaded, adapter)
+        if merge:
+            loaded = loaded.merge_and_unload()
         if _has_tokenizer(adapter):
             tokenizer_dir = adapter
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)

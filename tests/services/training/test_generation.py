@@ -97,6 +97,23 @@ def test_the_cli_prints_the_text_generate_writes(
     assert json.loads(proc.stdout) == {"text": adapted, "stopped": adapted_stopped}
 
 
+def test_a_merged_adapter_answers_as_the_adapter_does_without_its_extra_layers(
+    tmp_path: Path, tiny_model: Path, tiny_tokenizer: Any, random_adapter: Path
+) -> None:
+    cache = tmp_path / "cache"
+    apart, tokenizer = load_for_inference(tiny_model, adapter=random_adapter, cache_dir=cache)
+    merged, _ = load_for_inference(tiny_model, adapter=random_adapter, cache_dir=cache, merge=True)
+    # What ask's workers serve: a plain model, the adapter folded into its weights once ...
+    assert any("lora_" in name for name, _ in apart.named_modules())
+    assert not any("lora_" in name for name, _ in merged.named_modules())
+    # ... writing what the adapter writes.
+    for i in range(3):
+        prompt = prompt_of(tiny_tokenizer, i)
+        assert generate_answer(merged, tokenizer, prompt, 16) == generate_answer(
+            apart, tokenizer, prompt, 16
+        )
+
+
 def test_the_cli_reports_unusable_input_as_json(tmp_path: Path, random_adapter: Path) -> None:
     prompt_file = tmp_path / "prompt.txt"
     prompt_file.write_text("hello")
