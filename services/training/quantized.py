@@ -14,8 +14,8 @@
 - ``full-8bit``: AdamW with 8-bit states (:func:`optimizer_class`), paged on a GPU (its
   states move to host memory under pressure instead of failing).
 
-A QLoRA adapter is published merged into the 4-bit base it trained on, dequantized to full
-precision (``services.training.merge``).
+A QLoRA adapter is published like any other: merged into the base loaded in full precision
+(``services.training.merge``); the gate, ``ask`` and ``eval`` run it on that base too.
 """
 
 from __future__ import annotations

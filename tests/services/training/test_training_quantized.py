@@ -36,7 +36,7 @@ def train(tmp_path: Path, model: Path, kind: str, strategy: str) -> tuple[Path, 
     return run_dir, start.raw, end.metrics
 
 
-def test_qlora_trains_adapters_on_a_4bit_base_and_merges_into_it_dequantized(
+def test_qlora_trains_adapters_on_a_4bit_base_and_merges_into_full_precision(
     tmp_path: Path, tiny_model_64: Path
 ) -> None:
     run_dir, start, metrics = train(tmp_path, tiny_model_64, "lora", "qlora")
@@ -55,9 +55,6 @@ def test_qlora_trains_adapters_on_a_4bit_base_and_merges_into_it_dequantized(
     assert abs(check["merged_eval_loss"] - check["adapter_eval_loss"]) <= 0.01 * abs(
         check["adapter_eval_loss"]
     )
-    # merged into the 4-bit base it trained on, dequantized: it scores as training measured
-    assert check["merged_into"] == "nf4-dequantized"
-    assert abs(check["merged_eval_loss"] - metrics["eval_loss"]) <= 0.01 * metrics["eval_loss"]
 
 
 def test_every_qlora_adapter_learns_after_an_evaluation(tiny_model_64: Path) -> None:
