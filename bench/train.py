@@ -341,8 +341,8 @@ def report(strategy: str, runs: dict[str, dict[str, Any]], sample_tokens: list[i
             r = runs[arm]
             same = r["sample_tokens"] == sample_tokens
             print(
-                f"{arm}: attention {r['attention']}, padding-free rows exact "
-                f"{r['packed_rows_exact']}, adapters {r['adapter_dtype']}, samples tokenized "
+                f"{arm}: attention {r['attention']} (keeps a padding-free row's samples apart: "
+                f"{r['packed_rows_exact']}), adapters {r['adapter_dtype']}, samples tokenized "
                 f"as ours: {same}"
             )
     ours = runs.get("ours")
