@@ -53,7 +53,7 @@ from services.curation.sample import Sample
 from services.durable import fsync_dir, json_text, jsonl_text, write_json, write_text
 from services.memories.model import Memory
 from services.metrics import dataset_metrics
-from services.persona_prompt import training_context, with_system
+from services.persona_prompt import Neighbours, training_context, with_system
 from services.schemas import ChatSchema, SchemaError
 from services.token_stats import ESTIMATE, TokenCounter, estimate_tokens, token_stats
 
@@ -184,11 +184,12 @@ def render_lines(
     the gate scores what the model learned)."""
     texts = [(m.id, m.text) for m in memories]
     own = dict(texts)
+    near = Neighbours(texts) if persona is not None else None
     lines = []
     for s in selected:
         context: list[str] = []
         if persona is not None and s.split == "train" and s.kind != "continuation":
-            context = training_context(s.memory_id, own.get(s.memory_id), texts)
+            context = training_context(s.memory_id, own.get(s.memory_id), texts, near=near)
         lines.append(render_line(s, renderer, persona, context, head))
     return tuple(lines)
 

@@ -11,19 +11,30 @@ carry memories in their system message, the way ``ask`` shows retrieved memories
 that the model learns to use them when they are there and to answer from what it learned
 when they are not. Of those, most hold the sample's own memory (the "oracle", as a good
 retrieval would find it) among others of the profile; the rest hold only others (as a
-retrieval that missed). Which samples, and which memories, is decided by hashing the
-sample's id: the same dataset every time.
+retrieval that missed). The others are the memories nearest to the sample's own, as
+``ask``'s retrieval finds a question's neighbours (:class:`Neighbours`: shared words,
+rare ones weighing more): a person's notes say one thing several ways, so the model sees
+the fact it must give under another question than its own, as it does when ``ask``
+shows what was retrieved for a question put in new words. Which samples carry memories,
+and the order of equally near ones, is decided by hashing the sample's id: the same
+dataset every time.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
+import math
+from collections import defaultdict
 from collections.abc import Mapping, Sequence
+
+from services.fidelity.terms import words
 
 MAX_MEMORY_CHARS = 400  # each memory shown, clipped with "..."
 CONTEXT_SHARE = 0.3  # training samples that carry memories
 ORACLE_SHARE = 0.8  # of those, the ones whose own memory is among them
-CONTEXT_MEMORIES = 2  # memories per sample that carries them (ask retrieves 4 by default)
+CONTEXT_MEMORIES = 3  # memories per sample that carries them (ask retrieves 4 by default)
+COMMON_IDF = math.log(2)  # words in half the memories or more do not make two memories near
 # Greedy answers of small models loop on one sentence; no trigram of an answer is said twice.
 NO_REPEAT_NGRAM = 3
 
@@ -92,6 +103,34 @@ def _draw(seed: str, sample_id: str, what: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+class Neighbours:
+    """The memories of a profile nearest to a text by the words they share, each word
+    weighing its inverse document frequency among them (a word in every memory weighs
+    nothing; a name in two weighs much): a lexical stand-in, at dataset build, for the
+    retrieval ``ask`` runs on the index."""
+
+    def __init__(self, memories: Sequence[tuple[str, str]]) -> None:
+        self.ids = [mid for mid, _ in memories]
+        self.texts = [text for _, text in memories]
+        self._postings: dict[str, list[int]] = defaultdict(list)
+        for i, text in enumerate(self.texts):
+            for w in set(words(text)):
+                self._postings[w].append(i)
+        n = len(self.texts)
+        self._idf = {w: math.log((n + 1) / len(at)) for w, at in self._postings.items()}
+
+    def scores(self, text: str) -> dict[int, float]:
+        """Memory index -> nearness to ``text`` (absent: no word in common but those in
+        half the memories or more, which tell nothing apart)."""
+        out: dict[int, float] = defaultdict(float)
+        for w in set(words(text)):
+            idf = self._idf.get(w, 0.0)
+            if idf > COMMON_IDF:
+                for i in self._postings[w]:
+                    out[i] += idf
+        return out
+
+
 def training_context(
     sample_id: str,
     own_text: str | None,
@@ -101,20 +140,31 @@ def training_context(
     share: float = CONTEXT_SHARE,
     oracle_share: float = ORACLE_SHARE,
     k: int = CONTEXT_MEMORIES,
+    near: Neighbours | None = None,
 ) -> list[str]:
     """The memory texts a training sample carries in its system message ([] for most
     samples; see the module docstring). ``others`` are ``(id, text)`` of the profile's
-    other memories, in any order (the choice does not depend on it)."""
+    other memories, in any order (the choice does not depend on it); ``near`` their
+    :class:`Neighbours`, built once for many samples (else here)."""
     if k < 1 or _draw(seed, sample_id, "share") >= share:
         return []
-    pool = sorted(
-        (hashlib.sha256(f"{seed}:{sample_id}:{oid}".encode()).hexdigest(), text)
-        for oid, text in others
-        if oid != sample_id
+    near = near if near is not None else Neighbours(others)
+    want = k - 1 if own_text is not None and _draw(seed, sample_id, "oracle") < oracle_share else k
+    nearness = near.scores(own_text) if own_text is not None else {}
+
+    def usable(i: int) -> bool:
+        return near.ids[i] != sample_id and near.texts[i] != own_text
+
+    nearest = heapq.nsmallest(
+        want, ((-score, near.ids[i], i) for i, score in nearness.items() if usable(i))
     )
-    oracle = own_text is not None and _draw(seed, sample_id, "oracle") < oracle_share
-    chosen = [text for _, text in pool[: k - 1 if oracle else k]]
-    if oracle and own_text is not None:
+    picked = [i for _, _, i in nearest]
+    if len(picked) < want:  # too few share a telling word: the rest in an order drawn per sample
+        rest = (i for i in range(len(near.ids)) if usable(i) and i not in nearness)
+        drawn = sorted(rest, key=lambda i: _draw(seed, sample_id, near.ids[i]))
+        picked += drawn[: want - len(picked)]
+    chosen = [near.texts[i] for i in picked]
+    if want < k and own_text is not None:
         at = int(_draw(seed, sample_id, "place") * (len(chosen) + 1))
         chosen.insert(at, own_text)
     return chosen

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from services.persona_prompt import (
+    Neighbours,
     ask_messages,
     clip,
     system_message,
@@ -50,7 +51,7 @@ def test_training_context_is_deterministic_and_holds_the_oracle_most_of_the_time
     assert picks == [training_context(f"s{i}", f"own {i}", others[::-1]) for i in range(2000)]
     carrying = [p for p in picks if p]
     assert len(carrying) / len(picks) == pytest.approx(0.3, abs=0.05)
-    assert all(len(p) == 2 for p in carrying)
+    assert all(len(p) == 3 for p in carrying)  # ask shows 4; the training samples 3
     with_oracle = [p for i, p in enumerate(picks) if p and f"own {i}" in p]
     assert len(with_oracle) / len(carrying) == pytest.approx(0.8, abs=0.05)
     # The oracle is not always first.
@@ -59,5 +60,35 @@ def test_training_context_is_deterministic_and_holds_the_oracle_most_of_the_time
 
 def test_a_sample_never_gets_itself_as_a_distractor() -> None:
     others = [("s1", "own text"), ("m2", "other")]
-    assert training_context("s1", None, others, share=1.0) == ["other"]
+    assert training_context("s1", None, others, share=1.0, k=2) == ["other"]
     assert training_context("s1", "own", others, share=0.0) == []
+
+
+def test_a_sample_carries_the_memories_nearest_its_own_as_ask_would_retrieve_them() -> None:
+    # A person says one thing several ways; ask retrieves those ways together for a
+    # question put in new words, so the training samples show them together too.
+    car = [
+        ("c1", "What do you drive? A yellow Citroen 2CV called Moutarde."),
+        ("c2", "Tell me about your car. Well, a yellow 2CV called Moutarde, voila."),
+        ("c3", "How do you get around? In Moutarde, my yellow Citroen 2CV."),
+    ]
+    others = [(f"m{i}", f"Note {i}: the tram to work was late again, voila.") for i in range(40)]
+    memories = [*car, *others]
+    near = Neighbours(memories)
+    carrying = [
+        (i, picked)
+        for i in range(400)
+        if (picked := training_context(f"s{i}", car[0][1], memories, near=near))
+    ]
+    assert carrying
+    for i, picked in carrying:
+        assert picked == training_context(f"s{i}", car[0][1], memories[::-1])  # same choice
+        # Its other ways of saying it first, then the rest; with its own memory or not.
+        assert {car[1][1], car[2][1]} <= set(picked)
+    assert any(car[0][1] not in p for _, p in carrying)  # a retrieval that missed it
+
+
+def test_a_sample_whose_memory_shares_no_word_gets_others_drawn_per_sample() -> None:
+    others = [(f"m{i}", f"memory number {i}") for i in range(30)]
+    picks = {tuple(training_context(f"s{i}", "zzz", others, share=1.0)) for i in range(50)}
+    assert len(picks) > 10 and all(len(p) == 3 for p in picks)
