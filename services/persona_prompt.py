@@ -28,7 +28,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from services.fidelity.terms import words
+from services.words import words
 
 MAX_MEMORY_CHARS = 400  # each memory shown, clipped with "..."
 CONTEXT_SHARE = 0.3  # training samples that carry memories

@@ -37,6 +37,10 @@ def test_there_is_no_import_cycle() -> None:
     assert _code_shape()["import_cycles"] == []
 
 
+def test_no_two_packages_import_each_other() -> None:
+    assert _code_shape()["package_cycles"] == []
+
+
 def _repository_files() -> list[Path]:
     """The files a clone has: git's tracked and not-ignored files, else a walk of the tree."""
     git = shutil.which("git")

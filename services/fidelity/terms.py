@@ -15,30 +15,14 @@ mean, and reported as such.
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from services.words import MIN_LENGTH, words
 
 # Below this Zipf frequency a word is rare in general text: "estuary" 3.3, "cello" 3.3,
 # "sailing" 4.0 are rare; "cook" 4.7, "fish" 4.9, "brother" 5.1 are not.
 MAX_ZIPF = 4.2
-MIN_LENGTH = 3  # shorter words are never key terms
-_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
-
-
-def words(text: str) -> list[str]:
-    """The words of ``text``, normalised (:func:`normal`), in order."""
-    return [normal(w) for w in _WORD.findall(text)]
-
-
-def normal(word: str) -> str:
-    """Case-folded, without a possessive ('s) or a plural s (not "ss": "glass")."""
-    w = word.casefold().replace("’", "'")
-    if w.endswith("'s"):
-        w = w[:-2]
-    if len(w) > MIN_LENGTH and w.endswith("s") and not w.endswith("ss"):
-        w = w[:-1]
-    return w
 
 
 @functools.lru_cache(maxsize=65536)
