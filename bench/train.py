@@ -174,15 +174,15 @@ def run_baseline(
     strategy: str = "lora",
 ) -> dict:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
     from transformers import (
-        AutoModelForCausalLM,
         AutoTokenizer,
         DataCollatorForSeq2Seq,
         Trainer,
         TrainingArguments,
     )
 
+    from bench.hf_arms import load_base, lora_config, training_args
     from services.training.batching import collate, encode
     from services.training.dataset_reader import Record
     from services.training.loss import TokenLoss, eval_loss
@@ -212,41 +212,8 @@ def run_baseline(
         return out
 
     torch.manual_seed(HYPER["seed"])
-    lora = HYPER["lora"]
-    if strategy == "qlora":
-        from services.training.quantized import load_4bit
-
-        loaded = load_4bit(base_dir, torch.device("cpu"), torch.float32)
-    else:
-        loaded = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    model = get_peft_model(
-        loaded,
-        LoraConfig(
-            r=lora["r"],
-            lora_alpha=lora["alpha"],
-            lora_dropout=lora["dropout"],
-            target_modules=lora["target_modules"],
-            task_type="CAUSAL_LM",
-        ),
-    )
-    args = TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=accum,
-        num_train_epochs=HYPER["num_epochs"],
-        learning_rate=HYPER["learning_rate"],
-        lr_scheduler_type=HYPER["lr_scheduler"],
-        warmup_steps=0,
-        weight_decay=HYPER["weight_decay"],
-        max_grad_norm=HYPER["max_grad_norm"],
-        logging_steps=1,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to=[],
-        seed=HYPER["seed"],
-        use_cpu=True,
-        disable_tqdm=True,
-    )
+    model = get_peft_model(load_base(base_dir, strategy), lora_config(HYPER))
+    args = TrainingArguments(**training_args(out, batch, accum, HYPER))
     trainer = Trainer(model=model, args=args, train_dataset=features, data_collator=collator)
     start, cpu_start = time.perf_counter(), time.process_time()
     result = trainer.train()

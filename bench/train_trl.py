@@ -57,10 +57,10 @@ def run_trl(
     """Train with ``SFTTrainer`` and score the result with the bench's eval function."""
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
+    from bench.hf_arms import load_base, lora_config, training_args
     from services.training.batching import collate, encode
     from services.training.dataset_reader import Record
     from services.training.loss import TokenLoss, eval_loss, packing_works
@@ -72,37 +72,10 @@ def run_trl(
         [{"prompt": r["messages"][:1], "completion": r["messages"][1:]} for r in train]
     )
     torch.manual_seed(hyper["seed"])
-    if strategy == "qlora":
-        from services.training.quantized import load_4bit
-
-        model = load_4bit(base_dir, torch.device("cpu"), torch.float32)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    lora = hyper["lora"]
-    peft_config = LoraConfig(
-        r=lora["r"],
-        lora_alpha=lora["alpha"],
-        lora_dropout=lora["dropout"],
-        target_modules=lora["target_modules"],
-        task_type="CAUSAL_LM",
-    )
+    model = load_base(base_dir, strategy)
+    peft_config = lora_config(hyper)
     args = SFTConfig(
-        output_dir=str(out),
-        per_device_train_batch_size=batch,
-        gradient_accumulation_steps=accum,
-        num_train_epochs=hyper["num_epochs"],
-        learning_rate=hyper["learning_rate"],
-        lr_scheduler_type=hyper["lr_scheduler"],
-        warmup_steps=0,
-        weight_decay=hyper["weight_decay"],
-        max_grad_norm=hyper["max_grad_norm"],
-        logging_steps=1,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to=[],
-        seed=hyper["seed"],
-        use_cpu=True,
-        disable_tqdm=True,
+        **training_args(out, batch, accum, hyper),
         bf16=False,
         gradient_checkpointing=False,
         padding_free=padding_free,
