@@ -339,6 +339,17 @@ def _find_job(client: ControlClient, job_id: int) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = os.environ.get(CONFIG_ENV)
+    try:
+        return _main(argv)
+    finally:  # --config is this command's, not its caller's (a script or test in one process)
+        if previous is None:
+            os.environ.pop(CONFIG_ENV, None)
+        else:
+            os.environ[CONFIG_ENV] = previous
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = _settings(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,3 +119,20 @@ def test_cli_stops_on_bad_setting_with_one_line(tmp_path: Path) -> None:
 def test_shipped_config_file_is_valid() -> None:
     s = load_settings(REPO / "etc" / "personad.toml")
     assert s.ingest.debounce_ms == 50
+
+
+def test_config_flag_does_not_stay_in_the_callers_environment(
+    monkeypatch: pytest.MonkeyPatch, short_tmp: Path
+) -> None:
+    """A script (or test) calling the CLI in its own process keeps its environment: the next
+    load_settings() there does not read the file an earlier command named."""
+    from daemon import cli
+
+    monkeypatch.delenv("PERSONAD_CONFIG", raising=False)
+    cfg = short_tmp / "c.toml"
+    cfg.write_text(f'state_dir = "{short_tmp / "state"}"\nsocket_path = "{short_tmp / "s"}"\n')
+    assert cli.main(["status", "--config", str(cfg)]) != 0  # no daemon: it says so
+    assert "PERSONAD_CONFIG" not in os.environ
+    monkeypatch.setenv("PERSONAD_CONFIG", "/elsewhere.toml")
+    cli.main(["status", "--config", str(cfg)])
+    assert os.environ["PERSONAD_CONFIG"] == "/elsewhere.toml"
