@@ -37,6 +37,7 @@ def main() -> int:
         out.write(b"garbage that is not json\n\x00\xff{\n")
         out.write(b'{"event": "step", "step": 1, "loss": ' + b"9" * 100_000 + b"}\n")
         for step in range(1, 5):
+            time.sleep(float(os.environ.get("FAKE_TRAINER_STEP_S", "0")))  # a step's work
             emit(
                 {
                     "event": "step",

@@ -50,12 +50,22 @@ def daemon() -> Iterator[DaemonProcess]:
             "FAKE_TRAINER": "ok",
             "PERSONAD_TRAINING__PYTHON": str(python),
             "PERSONAD_TRAINING__FAMILY": "smollm",
+            "FAKE_TRAINER_STEP_S": "0.5",  # a job runs long enough to be seen running
         },
     )
     _memories(d.profiles_dir / "alice" / "memory" / "first.jsonl", 12)
     d.start()
     try:
-        d.wait_for(lambda: d.call("status")["profiles"].get("alice", {}).get("memories") == 12)
+        # Ingested and indexed: the status the tests compare no longer changes by itself.
+        d.wait_for(
+            lambda: (
+                {
+                    k: d.call("status")["profiles"].get("alice", {}).get(k)
+                    for k in ("memories", "indexed")
+                }
+                == {"memories": 12, "indexed": 12}
+            )
+        )
         yield d
     finally:
         d.stop()
