@@ -15,8 +15,9 @@ from daemon.control import CommandError
 from daemon.render import _progress_text
 from daemon.train_command import queue_job, summary_context, train_request
 from services.ask import AskConfig, ask
-from services.ledger import Ledger
+from services.ledger import Job, Ledger
 from services.publish.local import LocalRegistry
+from services.settings import Settings
 from services.training.progress import parse_line
 from tests.daemon.jobs_harness import Harness
 from tests.daemon.test_supervisor import _profile, _settings
@@ -39,17 +40,24 @@ def _serves_on(settings_dir: Path, ledger: Ledger, cfg: AskConfig, base: str) ->
     assert out["answers"]["base"]["model"] == base  # compared with the base it sits on
 
 
-def test_a_job_trains_on_the_base_it_names_and_its_version_serves_on_it(
-    tmp_path: Path, tiny_model: Path, tiny_model_64: Path
-) -> None:
+def _train_alice_on(tmp_path: Path, tiny_model: Path, base: str) -> tuple[Settings, Harness, Job]:
+    """Settings, harness and the finished job of one LoRA of 30 memories that names ``base``
+    (``training.base_model`` being ``tiny_model``)."""
     _profile(tmp_path / "state", tmp_path / "profiles", n=30)
     settings = _settings(tmp_path, tiny_model)
     h = Harness(settings, python=None)
     h.supervisor.start()
     try:
-        job = h.run(timeout=300, base_model=str(tiny_model_64), force=True, config=SMALL)
+        job = h.run(timeout=300, base_model=base, force=True, config=SMALL)
     finally:
         h.supervisor.stop(10)
+    return settings, h, job
+
+
+def test_a_job_trains_on_the_base_it_names_and_its_version_serves_on_it(
+    tmp_path: Path, tiny_model: Path, tiny_model_64: Path
+) -> None:
+    settings, h, job = _train_alice_on(tmp_path, tiny_model, str(tiny_model_64))
     assert job.state == "succeeded", (job.reason, job.error)
     assert job.reason == "published v1"
     plan = (job.result or {})["plan"]
@@ -75,14 +83,7 @@ def hub(tiny_model: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
 def test_a_hub_base_not_downloaded_is_fetched_into_the_state_dir_then_trained_on(
     tmp_path: Path, tiny_model: Path, hub: FakeHub
 ) -> None:
-    _profile(tmp_path / "state", tmp_path / "profiles", n=30)
-    settings = _settings(tmp_path, tiny_model)
-    h = Harness(settings, python=None)
-    h.supervisor.start()
-    try:
-        job = h.run(timeout=300, base_model="acme/tiny", force=True, config=SMALL)
-    finally:
-        h.supervisor.stop(10)
+    settings, h, job = _train_alice_on(tmp_path, tiny_model, "acme/tiny")
     assert job.state == "succeeded", (job.reason, job.error)
     hub_dir = settings.state_dir / "base-models" / "hub" / "models--acme--tiny"
     snapshots = list((hub_dir / "snapshots").iterdir())

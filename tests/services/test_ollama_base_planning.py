@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from services.curation import load_rules
-from services.ingest import Ingestor, make_curator
 from services.ledger import Ledger
 from services.plan_preview import preview
 from services.run_prep import prepare_training_run
@@ -22,28 +21,10 @@ from services.training.modelinfo import count_parameters
 from tests.daemon_process import REPO
 from tests.fakes.ollama_server import FakeOllama
 from tests.services.ollama_names import SPEC
+from tests.services.test_run_prep_probes import _ingest
 
 DRY_RUN = (sys.executable, "-m", "daemon.cli", "train", "alice", "--dry-run")
 WARNING = "a dequantized 4-bit base trains worse than the original weights"
-
-
-def _ingest(ledger: Ledger, root: Path, n: int = 40) -> None:
-    path = root / "profiles" / "alice" / "memory" / "pc.jsonl"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        "\n".join(
-            json.dumps(
-                {
-                    "prompt": f"What about thing number {i}?",
-                    "completion": f"Thing {i} is a lovely thing, I think about it often.",
-                    "quality_score": 9,
-                }
-            )
-            for i in range(n)
-        )
-    )
-    curate = make_curator(load_rules())
-    Ingestor(ledger, None, max_file_bytes=10**7, curate=curate).ingest_file("alice", path)
 
 
 def test_a_run_is_prepared_from_the_gguf_header_with_the_warning_in_its_plan(
@@ -51,7 +32,7 @@ def test_a_run_is_prepared_from_the_gguf_header_with_the_warning_in_its_plan(
 ) -> None:
     cache = tmp_path / "base-models"
     with Ledger(tmp_path / "ledger.sqlite3") as ledger:
-        _ingest(ledger, tmp_path)
+        _ingest(ledger, tmp_path, n=40)
         prepared = prepare_training_run(
             ledger,
             "alice",
