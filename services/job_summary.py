@@ -37,6 +37,7 @@ KEY_SETTINGS = (
     "gradient_accumulation_steps",
     "lora.r",
     "lora.alpha",
+    "lora.scale",
     "max_seq_length",
     "warmup_steps",
     "warmup_ratio",
@@ -44,7 +45,7 @@ KEY_SETTINGS = (
     "max_grad_norm",
     "max_steps",
 )
-LORA_ONLY = ("lora.r", "lora.alpha")
+LORA_ONLY = ("lora.r", "lora.alpha", "lora.scale")
 
 
 def plan_for_job(

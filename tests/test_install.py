@@ -109,6 +109,7 @@ def test_the_installed_package_is_the_one_imported(installed: Path, tmp_path: Pa
         "fine-tune-config.json",
         "personad.toml",
         "eval/general.jsonl",
+        "eval/calibration.jsonl",
         "schemas/smollm.json",
         "modes/dual-config.json",
     ):

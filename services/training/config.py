@@ -9,8 +9,9 @@ Layers, each overriding the one below (the name is what ``ResolvedConfig.sources
    learning rate per kind, epochs, LoRA rank with alpha = 2 x rank, batch size,
    accumulation) and the dataset size (fewer than 100 samples: 2 more epochs; more than
    5,000: 1 fewer); a small profile's LoRA (fewer than 300 samples, a model under 2B
-   parameters) takes an optimizer step every 8 samples at 1e-3 (tiny) or 6.7e-4 (small)
-   for 2 epochs (4 below 100 samples): see :data:`SMALL_PROFILE`;
+   parameters) takes an optimizer step every 8 samples at 3e-3 (tiny) or 2e-3 (small)
+   for 2 epochs (4 below 100 samples) and keeps the share of its adapter within the drift
+   budget (``lora.scale`` auto): see :data:`SMALL_PROFILE`;
 3. ``global``: ``etc/fine-tune-config.json``;
 4. ``mode``: ``etc/modes/<mode>-config.json`` when a mode filter is given. A mode file
    holds only what is about the mode (``services.curation.config.ModeConfig``, the one
@@ -58,13 +59,17 @@ FEW_SAMPLES = 100
 MANY_SAMPLES = 5000
 # A LoRA on fewer training samples than this, of a model under 2B parameters, is a small
 # profile's: its facts are few, each told in several memories, and it must learn them in
-# a few epochs. Measured on SmolLM2-135M (bench/fidelity.py): one optimizer step per
-# SMALL_PROFILE_BATCH samples (no accumulation) at SMALL_PROFILE_LR (1e-3 on a tiny model),
-# for SMALL_PROFILE_EPOCHS epochs (2 more below FEW_SAMPLES).
+# a few epochs. Measured on SmolLM2-135M (bench/fidelity.py, bench/FIDELITY.md): one
+# optimizer step per SMALL_PROFILE_BATCH samples (no accumulation) at SMALL_PROFILE_LR
+# (3e-3 on a tiny model: at 1e-3 the model answers its own trained questions without their
+# facts) for SMALL_PROFILE_EPOCHS epochs (2 more below FEW_SAMPLES), then the share of the
+# adapter within the drift budget kept (lora.scale auto: services.training.adapter_scale),
+# since an adapter trained that hard also drifts on general text. The small category's
+# rate is the tiny one's scaled as the size defaults scale it (not measured).
 SMALL_PROFILE = 300
 SMALL_PROFILE_CATEGORIES = ("tiny", "small")
 SMALL_PROFILE_BATCH = 8
-SMALL_PROFILE_LR = {"tiny": 1e-3, "small": 2e-4 * 10 / 3}
+SMALL_PROFILE_LR = {"tiny": 3e-3, "small": 2e-3}
 SMALL_PROFILE_EPOCHS = 2
 
 
@@ -250,7 +255,7 @@ def _smart_defaults(info: ModelInfo, kind: str, n_samples: int) -> dict[str, Any
             "num_epochs": SMALL_PROFILE_EPOCHS + (2 if n_samples < FEW_SAMPLES else 0),
             "batch_size": SMALL_PROFILE_BATCH,
             "gradient_accumulation_steps": 1,
-            "lora": {"r": d.lora_r, "alpha": 2 * d.lora_r},
+            "lora": {"r": d.lora_r, "alpha": 2 * d.lora_r, "scale": "auto"},
         }
     epochs = d.num_epochs
     if n_samples < FEW_SAMPLES:

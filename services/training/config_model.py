@@ -21,6 +21,11 @@ class LoraSettings(_Strict):
     alpha: int = Field(default=32, ge=1)
     dropout: float = Field(default=0.05, ge=0, lt=1)
     target_modules: Literal["all-linear"] | list[str] = Field(default="all-linear", min_length=1)
+    scale: Literal["auto"] | Annotated[float, Field(gt=0, le=1)] = Field(
+        default=1.0,
+        description="Share of the trained adapter kept (services.training.adapter_scale); "
+        "auto: the largest whose drift from the base on general text is within budget.",
+    )
 
 
 class DatasetRequirements(_Strict):

@@ -179,7 +179,9 @@ class DistributedRecipe(FineTuneRecipe):
     def train(self) -> tuple[Path, dict[str, Any]]:
         if not self.ranks.main:
             self.merge = False
-            self.cfg = self.cfg.model_copy(update={"merge_lora": False})
+            # rank 0 alone writes the artifact, then scales (lora.scale) and merges it
+            lora = self.cfg.lora.model_copy(update={"scale": 1.0})
+            self.cfg = self.cfg.model_copy(update={"merge_lora": False, "lora": lora})
         artifact, metrics = super().train()
         metrics["ranks"] = self.ranks.world
         return artifact, metrics

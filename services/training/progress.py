@@ -19,6 +19,7 @@ and counted).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -242,3 +243,17 @@ class ProgressWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+@dataclass
+class Tally:
+    """Where the loop stands: the step, its epoch and loss, and the counts behind the
+    throughput metrics (tokens, padded slots, seconds spent in steps)."""
+
+    step: int = 0
+    epoch: int = 0
+    loss: float = math.nan
+    tokens: int = 0
+    slots: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0

@@ -21,7 +21,8 @@ A plain loop, chosen over ``transformers.Trainer`` for throughput and a small su
   ``save_total_limit``, the best by eval loss always kept; see ``checkpoints``);
 - the artifact is the best state by eval loss: ``adapter/`` (LoRA, peft safetensors) or
   ``model/`` (full, safetensors), each with the tokenizer; ``--merge`` also writes the
-  adapter merged into the base under ``model/``.
+  adapter merged into the base under ``model/``, after ``lora.scale`` kept its share of the
+  adapter (``adapter_scale``; the ``done`` metrics' ``adapter_scale`` says what was kept).
 
 bf16 and gradient checkpointing ``auto``: on only on a CUDA device (bf16 where supported,
 gradient checkpointing for models of 2B parameters and more). On a CPU both stay off unless
@@ -32,10 +33,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +42,7 @@ import structlog
 import torch
 from transformers import AutoTokenizer
 
+from services.training.adapter_scale import scale_adapter
 from services.training.batching import Batch, Example, collate, encode
 from services.training.checkpoints import Checkpoints, write_artifact
 from services.training.config import ResolvedConfig
@@ -53,7 +53,7 @@ from services.training.loss import TokenLoss, eval_loss, packing_works
 from services.training.memory_plan import STRATEGIES
 from services.training.model_load import load_model
 from services.training.plan import Plan, lr_lambda, warmup_steps
-from services.training.progress import ProgressWriter
+from services.training.progress import ProgressWriter, Tally
 
 log = structlog.get_logger(__name__)
 
@@ -63,20 +63,6 @@ VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")
 def _lower(a: float | None, b: float | None) -> bool:
     """Whether both losses are known and ``a`` is the lower."""
     return a is not None and b is not None and a < b
-
-
-@dataclass
-class Tally:
-    """Where the loop stands: the step, its epoch and loss, and the counts behind the
-    throughput metrics (tokens, padded slots, seconds spent in steps)."""
-
-    step: int = 0
-    epoch: int = 0
-    loss: float = math.nan
-    tokens: int = 0
-    slots: int = 0
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
 
 
 class FineTuneRecipe:
@@ -303,6 +289,14 @@ class FineTuneRecipe:
         artifact, best_step, best_eval = self.save_artifact(final_eval)
         metrics = self._metrics(initial_eval, final_eval, best_step, best_eval)
         self._release()
+        if self.kind == "lora" and self.cfg.lora.scale != 1.0:
+            metrics["adapter_scale"] = scale_adapter(
+                artifact,
+                self.base_dir,
+                self.cfg.lora.scale,
+                self.run_dir,
+                self.device.type,
+            )
         if self.kind == "lora" and (self.merge or self.cfg.merge_lora):
             from services.training.merge import merge_adapter
 

@@ -72,14 +72,14 @@ def test_summary_stats_and_remember(short_tmp: Path) -> None:
         assert s["dataset"]["task_type"] == "chat"
         hyper = s["hyperparameters"]
         assert hyper["lora.r"] == {"value": 4, "source": "job"}
-        assert hyper["learning_rate"] == {"value": 1e-3, "source": "smart"}  # a small profile
+        assert hyper["learning_rate"] == {"value": 3e-3, "source": "smart"}  # a small profile
         assert hyper["batch_size"]["source"] == "smart"
         assert s["estimate_s"] > 0 and s["steps"] > 0
         assert dry["plan"] is s["plan"] or dry["plan"] == s["plan"]
         assert s["plan"]["strategy"] in ("full", "full-8bit", "lora", "qlora")
         text = d.cli("train", "alice", "--dry-run")
         assert text.returncode == 0, text.stderr
-        for part in ("dry run: nothing queued", "tiny", "learning_rate 0.001 (smart)", "time"):
+        for part in ("dry run: nothing queued", "tiny", "learning_rate 0.003 (smart)", "time"):
             assert part in text.stdout, text.stdout
 
         # An invalid expert override is refused with the key, nothing is queued.

@@ -77,7 +77,9 @@ def check_recorded(run_dir: Path, gate: dict[str, Any]) -> dict[str, Any]:
     evaluation = read_json(run_dir / "eval.json")
     assert {k: evaluation[k] for k in gate} == gate
     summary = read_json(run_dir / "run-summary.json")
-    assert summary == {**DATASET_SUMMARY, "gate": gate}
+    # a small profile's LoRA also records the share of its adapter it kept (lora.scale)
+    kept = {"adapter_scale": summary["adapter_scale"]} if "adapter_scale" in summary else {}
+    assert summary == {**DATASET_SUMMARY, "gate": gate, **kept}
     return dict(evaluation)
 
 
@@ -107,6 +109,8 @@ def test_a_candidate_that_improves_passes_and_the_verdict_is_recorded(
     assert regression["limit"] == pytest.approx(regression["reference"] * 1.05)
     assert gate["probe"] == {"passed": True, "checked": 2, "foreign": []}
     evaluation = check_recorded(run_dir, gate)
+    assert read_json(run_dir / "run-summary.json")["adapter_scale"] == done.metrics["adapter_scale"]
+    assert done.metrics["adapter_scale"]["scale"] == 1.0  # it drifted little: kept whole
     assert evaluation["regression_sets"] == {"general": str(GENERAL_SET)}
     assert evaluation["candidate"]["artifact"] == str(run_dir / "adapter")
     # The gate scored the real artifact and the real base: unweighted, its numbers are the
