@@ -18,10 +18,9 @@ from services.training.adapter_scale import (
     scale_adapter,
 )
 from services.training.command import ExitCode
-from services.training.config import resolve_config
 from services.training.gate.sets import GENERAL_SET, chat_renderer, read_eval_set
-from tests.services.training.test_training_child import FAST, events_of
-from tests.services.training.training_helpers import REPO, run_child, write_dataset
+from tests.services.training.test_training_child import events_of, prepare
+from tests.services.training.training_helpers import run_child
 
 
 def _adapter(tiny_model: Path, out: Path, b_std: float) -> Path:
@@ -134,20 +133,10 @@ def test_rescaling_a_saved_adapter_scales_its_change_to_the_model(
 def test_a_small_profiles_lora_run_reports_the_share_it_kept(
     tmp_path: Path, tiny_model: Path, tiny_tokenizer: Any
 ) -> None:
-    run_dir = tmp_path / "run"
-    write_dataset(run_dir / "fine_tune_dataset.jsonl", tiny_tokenizer, n_train=16, n_eval=4)
-    resolved = resolve_config(
-        base_model=tiny_model,
-        kind="lora",
-        n_samples=20,
-        mode=None,
-        preset=None,
-        job_args={**FAST, "num_epochs": 1, "save_steps": 100},
-        etc_dir=REPO / "etc",
-    )
-    assert resolved.config.lora.scale == "auto"
-    assert resolved.sources["lora.scale"] == "smart"
-    resolved.write(run_dir)
+    run_dir = prepare(tmp_path, tiny_model, tiny_tokenizer, "lora", num_epochs=1, save_steps=100)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["config"]["lora"]["scale"] == "auto"
+    assert config["sources"]["lora.scale"] == "smart"
     proc = run_child(run_dir, "lora", tiny_model)
     assert proc.returncode == ExitCode.OK, proc.stderr[-3000:]
     events, parser = events_of(proc.stdout)
