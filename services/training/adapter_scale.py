@@ -173,7 +173,6 @@ def scale_adapter(
     number as it is, ``"auto"`` as chosen on the calibration set in the run's chat format
     (:func:`choose_scale`). Returns the choice (``{"scale": ...}`` for a number), with the
     seconds it took, also written under ``run-summary.json``'s ``"adapter_scale"``."""
-
     started = time.perf_counter()
     choice: dict[str, Any]
     if setting == "auto":
