@@ -9,10 +9,10 @@ default training configuration unless ``--train-config`` is given, and prints wh
 gate measured on the persona's own held-out questions (paraphrased; in no memory): fact
 recall of the base and the fine-tuned model without and with retrieval, the transfer
 score (style closer to the person than the base's answer), hygiene (answers that stopped
-by themselves, answers with stray tags), the regression-set loss change, and the demo's
-wall time. Targets (the persona-fidelity issue): fine-tuned recall with retrieval >= 80%;
-without retrieval >= 60% and >= 40 points above the base; transfer >= 60%; 0 answers with
-stray tags.
+by themselves, answers with stray tags), the regression-set loss change, the share of the
+adapter kept (``lora.scale``), and the demo's wall time. Targets (the persona-fidelity
+issue): fine-tuned recall with retrieval >= 80%; without retrieval >= 60% and >= 40 points
+above the base; transfer >= 60%; 0 answers with stray tags.
 """
 
 from __future__ import annotations
@@ -81,6 +81,10 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
     out["regression loss change %"] = regression.get("change_pct")
     held = gate.get("heldout") or {}
     out["held-out loss"] = (held.get("reference"), held.get("candidate"))
+    run_dir = (result.get("job") or {}).get("run_dir")
+    summary = Path(run_dir) / "run-summary.json" if run_dir else None
+    kept = json.loads(summary.read_text()).get("adapter_scale") if summary else None
+    out["adapter share kept"] = (kept or {}).get("scale")
     out["demo answer"] = ((result.get("answers") or {}).get("v1") or {}).get("text")
     out["demo s"] = result.get("seconds")
     return out
