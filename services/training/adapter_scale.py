@@ -23,7 +23,6 @@ same model; the choice goes into the ``done`` metrics and ``run-summary.json`` a
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,9 +31,8 @@ from typing import Any
 import structlog
 
 from services import durable
-from services.jsonl import read_object
 from services.shipped import etc_dir
-from services.training.gate.verdict import RUN_SUMMARY
+from services.training.gate.verdict import record_in_summary
 
 log = structlog.get_logger(__name__)
 
@@ -61,16 +59,23 @@ class _Scaler:
                 param.copy_(trained * share)
 
 
-def _encoded(samples: Sequence[Any], tokenizer: Any, device: Any) -> list[tuple[Any, int]]:
+def _encoded(
+    samples: Sequence[Any], tokenizer: Any, device: Any, max_len: int
+) -> list[tuple[Any, int]]:
+    """(input ids, prompt length) of each sample with an answer, tokenized (and cut to
+    ``max_len``) as training tokenizes its samples."""
     import torch
 
-    out = []
-    for s in samples:
-        prompt = tokenizer(s.prompt, add_special_tokens=False)["input_ids"]
-        answer = tokenizer(s.completion, add_special_tokens=False)["input_ids"]
-        if answer:
-            out.append((torch.tensor([prompt + answer], device=device), len(prompt)))
-    return out
+    from services.training.batching import encode
+    from services.training.dataset_reader import Record
+
+    records = [Record(s.id, s.prompt, s.completion, s.weight, "eval") for s in samples]
+    examples, _ = encode(records, tokenizer, max_len)
+    return [
+        (torch.tensor([ex.input_ids], device=device), ex.n_prompt)
+        for ex in examples
+        if len(ex.input_ids) > ex.n_prompt
+    ]
 
 
 def _answer_logprobs(model: Any, encoded: list[tuple[Any, int]]) -> list[Any]:
@@ -102,6 +107,7 @@ def choose_scale(
     *,
     budget: float = KL_BUDGET,
     grid: Sequence[float] = GRID,
+    max_len: int = 2048,
 ) -> dict[str, Any]:
     """The largest share of ``grid`` whose drift is within ``budget`` (the smallest when
     none is), assuming drift grows with the share; the model is left as trained.
@@ -110,7 +116,7 @@ def choose_scale(
     if not scaler.pairs:
         raise ValueError("the model has no LoRA weights to scale")
     device = scaler.pairs[0][0].device
-    encoded = _encoded(samples, tokenizer, device)
+    encoded = _encoded(samples, tokenizer, device, max_len)
     was_training = model.training
     model.eval()
     try:
@@ -150,16 +156,13 @@ def choose_scale(
 
 
 def rescale_adapter(adapter_dir: Path, share: float) -> None:
-    """Multiply the saved adapter's ``lora_B`` weights by ``share``, in place (written
-    beside and renamed)."""
-    from safetensors.torch import load_file, save_file
+    """Multiply the saved adapter's ``lora_B`` weights by ``share``, in place (atomically)."""
+    from safetensors.torch import load_file, save
 
     path = adapter_dir / ADAPTER_WEIGHTS
     tensors = load_file(str(path))
     scaled = {k: (v * share if "lora_B" in k else v).contiguous() for k, v in tensors.items()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(scaled, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)
+    durable.write_bytes(path, save(scaled, metadata={"format": "pt"}))
 
 
 def scale_adapter(
@@ -168,10 +171,12 @@ def scale_adapter(
     setting: float | str,
     run_dir: Path,
     device: str = "cpu",
+    max_len: int = 2048,
 ) -> dict[str, Any]:
     """Apply ``lora.scale`` to the adapter written from the base model in ``base_dir``: a
     number as it is, ``"auto"`` as chosen on the calibration set in the run's chat format
-    (:func:`choose_scale`). Returns the choice (``{"scale": ...}`` for a number), with the
+    (:func:`choose_scale`; its samples cut to ``max_len`` tokens, the run's
+    ``max_seq_length``). Returns the choice (``{"scale": ...}`` for a number), with the
     seconds it took, also written under ``run-summary.json``'s ``"adapter_scale"``."""
     started = time.perf_counter()
     choice: dict[str, Any]
@@ -186,7 +191,8 @@ def scale_adapter(
         if render is None:
             choice = {"scale": 1.0, "skipped": "no chat format to render the calibration set in"}
         else:
-            choice = choose_scale(model, tokenizer, read_eval_set(CALIBRATION_SET, render))
+            samples = read_eval_set(CALIBRATION_SET, render)
+            choice = choose_scale(model, tokenizer, samples, max_len=max_len)
         del model
     else:
         choice = {"scale": float(setting)}
@@ -194,7 +200,5 @@ def scale_adapter(
         rescale_adapter(adapter_dir, choice["scale"])
     choice["seconds"] = round(time.perf_counter() - started, 2)
     log.info("adapter scaled", adapter=str(adapter_dir), **choice)
-    summary = read_object(run_dir / RUN_SUMMARY)
-    summary["adapter_scale"] = choice
-    durable.write_json(run_dir / RUN_SUMMARY, summary)
+    record_in_summary(run_dir, "adapter_scale", choice)
     return choice

@@ -296,6 +296,7 @@ class FineTuneRecipe:
                 self.cfg.lora.scale,
                 self.run_dir,
                 self.device.type,
+                self.cfg.max_seq_length,
             )
         if self.kind == "lora" and (self.merge or self.cfg.merge_lora):
             from services.training.merge import merge_adapter

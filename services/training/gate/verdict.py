@@ -168,8 +168,14 @@ def write_results(run_dir: Path, gate: dict[str, Any], details: dict[str, Any]) 
     """``eval.json`` (the verdict and ``details``) and the verdict under ``run-summary.json``'s
     ``"gate"`` (its other keys kept), each written atomically (``services.durable``)."""
     durable.write_json(run_dir / EVAL_FILE, {**gate, **details})
+    record_in_summary(run_dir, "gate", gate)
+
+
+def record_in_summary(run_dir: Path, key: str, value: Any) -> None:
+    """``value`` under ``run-summary.json``'s ``key``, its other keys kept, written
+    atomically (``services.durable``)."""
     summary = read_object(run_dir / RUN_SUMMARY)
-    summary["gate"] = gate
+    summary[key] = value
     durable.write_json(run_dir / RUN_SUMMARY, summary)
 
 
