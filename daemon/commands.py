@@ -130,15 +130,19 @@ class Commands(ProfileCommands):
         return {"pong": True, "pid": os.getpid(), "version": package_version()}
 
     async def status(self, args: dict[str, Any]) -> dict[str, Any]:
-        counts, stats, paused, globally, active = await self._run(
-            lambda: (
-                self._ledger().profile_counts(),
-                self._ledger().sample_stats(),
-                self._ledger().paused_profiles(),
-                self._ledger().globally_paused(),
-                self._ledger().active_versions(),
-            )
-        )
+        def read() -> tuple[Any, ...]:
+            # One moment of the ledger: ingestion writes between these reads.
+            ledger = self._ledger()
+            with ledger.snapshot():
+                return (
+                    ledger.profile_counts(),
+                    ledger.sample_stats(),
+                    ledger.paused_profiles(),
+                    ledger.globally_paused(),
+                    ledger.active_versions(),
+                )
+
+        counts, stats, paused, globally, active = await self._run(read)
         fidelity = await self._run(lambda: self._active_fidelity(active))
         rt = self.rt
         s = rt.settings

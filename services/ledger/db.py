@@ -85,6 +85,24 @@ class Database:
             else:
                 self.conn.execute("COMMIT")
 
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[sqlite_utils.Database]:
+        """Several reads that see one moment of the ledger (a read transaction), so that
+        counts read one after another agree although other connections write between them.
+
+        Inside a transaction already, the reads join it.
+        """
+        with self._lock:
+            if self.conn.in_transaction:
+                yield self.db
+                return
+            self.conn.execute("BEGIN DEFERRED")
+            try:
+                yield self.db
+            finally:
+                if self.conn.in_transaction:
+                    self.conn.execute("COMMIT")
+
     def applied_migrations(self) -> list[str]:
         if "migrations" not in self.db.table_names():
             return []

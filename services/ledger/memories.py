@@ -238,32 +238,43 @@ class MemoryStore(Database):
         """Per profile: eligible samples by mode, their quality avg/min/max, and how many
         were curated since the profile's last successful training job."""
         out: dict[str, dict[str, Any]] = {}
-        for profile, mode, n in self.db.execute(
-            "SELECT profile, mode, COUNT(*) FROM samples WHERE excluded IS NULL"
-            " GROUP BY profile, mode"
-        ):
-            p = out.setdefault(profile, {"by_mode": {}, "quality": None, "since_last_training": 0})
-            p["by_mode"][mode] = n
-        for profile, avg, lo, hi in self.db.execute(
-            "SELECT profile, AVG(quality), MIN(quality), MAX(quality) FROM samples"
-            " WHERE excluded IS NULL GROUP BY profile"
-        ):
-            out[profile]["quality"] = {
-                "avg": round(avg, 3),
-                "min": round(lo, 3),
-                "max": round(hi, 3),
-            }
-        for profile, n in self.db.execute(
-            "SELECT s.profile, COUNT(*) FROM samples s WHERE s.excluded IS NULL AND s.created_at >"
-            " COALESCE((SELECT MAX(j.started_at) FROM jobs j WHERE j.profile = s.profile"
-            " AND j.state = 'succeeded'), '') GROUP BY s.profile"
-        ):
-            out[profile]["since_last_training"] = n
+
+        def entry(profile: str) -> dict[str, Any]:
+            return out.setdefault(
+                profile, {"by_mode": {}, "quality": None, "since_last_training": 0}
+            )
+
+        with self.snapshot() as db:
+            for profile, mode, n in db.execute(
+                "SELECT profile, mode, COUNT(*) FROM samples WHERE excluded IS NULL"
+                " GROUP BY profile, mode"
+            ):
+                entry(profile)["by_mode"][mode] = n
+            for profile, avg, lo, hi in db.execute(
+                "SELECT profile, AVG(quality), MIN(quality), MAX(quality) FROM samples"
+                " WHERE excluded IS NULL GROUP BY profile"
+            ):
+                entry(profile)["quality"] = {
+                    "avg": round(avg, 3),
+                    "min": round(lo, 3),
+                    "max": round(hi, 3),
+                }
+            for profile, n in db.execute(
+                "SELECT s.profile, COUNT(*) FROM samples s WHERE s.excluded IS NULL AND"
+                " s.created_at > COALESCE((SELECT MAX(j.started_at) FROM jobs j"
+                " WHERE j.profile = s.profile AND j.state = 'succeeded'), '')"
+                " GROUP BY s.profile"
+            ):
+                entry(profile)["since_last_training"] = n
         return out
 
     # -- status -----------------------------------------------------------------
     def profile_counts(self) -> dict[str, dict[str, Any]]:
         """Per profile: memories, indexed, rejects, samples, eligible, last_ingest_at."""
+        with self.snapshot():
+            return self._profile_counts()
+
+    def _profile_counts(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {
             name: {
                 "memories": 0,

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from services.ledger import Ledger
+from services.ledger.memories import SampleRow
 from services.ledger.schema import MIGRATIONS
 from services.memories.model import Memory, Problem, content_id
 
@@ -138,3 +139,37 @@ def test_only_identical_job_requests_coalesce(tmp_path: Path) -> None:
         ledger.finish_job(dual.id, "succeeded")
         fresh, created = ledger.enqueue_job("alice", "lora", mode="dual")
         assert created and fresh.id > everything.id
+
+
+def test_status_counts_read_in_one_snapshot_agree_while_another_connection_writes(
+    tmp_path: Path,
+) -> None:
+    # Ingestion writes a new profile's memories and samples between status's reads; the
+    # reads of one snapshot all miss them (no half-seen profile), the next snapshot has them.
+    reader = Ledger(tmp_path / "l.sqlite3")
+    writer = Ledger(tmp_path / "l.sqlite3")
+    m = _memory("the cello")
+    sample = SampleRow(
+        memory_id=m.id,
+        mode="emulation",
+        kind="conversation",
+        quality=0.8,
+        weight=1.0,
+        split="train",
+        excluded=None,
+        record={"text": "x"},
+    )
+    with reader.snapshot():
+        counts = reader.profile_counts()
+        writer.record_file(
+            "sm", "/a.json", size=1, mtime_ns=1, sha256="h", memories=[m], problems=[]
+        )
+        writer.add_samples("sm", [sample])
+        stats = reader.sample_stats()
+        assert "sm" not in counts and "sm" not in stats
+    assert reader.profile_counts()["sm"]["eligible"] == 1
+    stats = reader.sample_stats()["sm"]
+    assert stats["by_mode"] == {"emulation": 1}
+    assert stats["quality"] == {"avg": 0.8, "min": 0.8, "max": 0.8}
+    reader.close()
+    writer.close()
