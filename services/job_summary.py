@@ -38,6 +38,7 @@ KEY_SETTINGS = (
     "lora.r",
     "lora.alpha",
     "lora.scale",
+    "lora.anchor",
     "max_seq_length",
     "warmup_steps",
     "warmup_ratio",
@@ -45,7 +46,7 @@ KEY_SETTINGS = (
     "max_grad_norm",
     "max_steps",
 )
-LORA_ONLY = ("lora.r", "lora.alpha", "lora.scale")
+LORA_ONLY = ("lora.r", "lora.alpha", "lora.scale", "lora.anchor")
 
 
 def plan_for_job(

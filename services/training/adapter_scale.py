@@ -59,7 +59,7 @@ class _Scaler:
                 param.copy_(trained * share)
 
 
-def _encoded(
+def encoded_answers(
     samples: Sequence[Any], tokenizer: Any, device: Any, max_len: int
 ) -> list[tuple[Any, int]]:
     """(input ids, prompt length) of each sample with an answer, tokenized (and cut to
@@ -78,7 +78,7 @@ def _encoded(
     ]
 
 
-def _answer_logprobs(model: Any, encoded: list[tuple[Any, int]]) -> list[Any]:
+def answer_logprobs(model: Any, encoded: list[tuple[Any, int]]) -> list[Any]:
     import torch
 
     out = []
@@ -94,7 +94,7 @@ def _answer_logprobs(model: Any, encoded: list[tuple[Any, int]]) -> list[Any]:
 def drift(model: Any, encoded: list[tuple[Any, int]], base: list[Any]) -> float:
     """Mean KL(base || model) per answer token, ``base`` being the base's log-probs."""
     total = tokens = 0.0
-    for lp, lq in zip(base, _answer_logprobs(model, encoded), strict=True):
+    for lp, lq in zip(base, answer_logprobs(model, encoded), strict=True):
         total += float((lp.exp() * (lp - lq)).sum())
         tokens += lp.shape[0]
     return total / tokens if tokens else 0.0
@@ -116,12 +116,12 @@ def choose_scale(
     if not scaler.pairs:
         raise ValueError("the model has no LoRA weights to scale")
     device = scaler.pairs[0][0].device
-    encoded = _encoded(samples, tokenizer, device, max_len)
+    encoded = encoded_answers(samples, tokenizer, device, max_len)
     was_training = model.training
     model.eval()
     try:
         scaler.set(0.0)
-        base = _answer_logprobs(model, encoded)
+        base = answer_logprobs(model, encoded)
         tried: dict[float, float] = {}
 
         def within(i: int) -> bool:

@@ -11,7 +11,8 @@ Layers, each overriding the one below (the name is what ``ResolvedConfig.sources
    5,000: 1 fewer); a small profile's LoRA (fewer than 300 samples, a model under 2B
    parameters) takes an optimizer step every 8 samples at 3e-3 (tiny) or 2e-3 (small)
    for 2 epochs (4 below 100 samples) and keeps the share of its adapter within the drift
-   budget (``lora.scale`` auto): see :data:`SMALL_PROFILE`;
+   budget (``lora.scale`` auto), each step held near the base (``lora.anchor``): see
+   :data:`SMALL_PROFILE`;
 3. ``global``: ``etc/fine-tune-config.json``;
 4. ``mode``: ``etc/modes/<mode>-config.json`` when a mode filter is given. A mode file
    holds only what is about the mode (``services.curation.config.ModeConfig``, the one
@@ -62,15 +63,18 @@ MANY_SAMPLES = 5000
 # a few epochs. Measured on SmolLM2-135M (bench/fidelity.py, bench/FIDELITY.md): one
 # optimizer step per SMALL_PROFILE_BATCH samples (no accumulation) at SMALL_PROFILE_LR
 # (3e-3 on a tiny model: at 1e-3 the model answers its own trained questions without their
-# facts) for SMALL_PROFILE_EPOCHS epochs (2 more below FEW_SAMPLES), then the share of the
-# adapter within the drift budget kept (lora.scale auto: services.training.adapter_scale),
-# since an adapter trained that hard also drifts on general text. The small category's
-# rate is the tiny one's scaled as the size defaults scale it (not measured).
+# facts) for SMALL_PROFILE_EPOCHS epochs (2 more below FEW_SAMPLES). An adapter trained that
+# hard also drifts on general text: each step pays SMALL_PROFILE_ANCHOR x its drift on a
+# general conversation (lora.anchor: services.training.anchor), and the share of the
+# adapter within the drift budget is kept (lora.scale auto: services.training.adapter_scale;
+# with the anchor, the whole adapter stays within it). The small category's rate is the
+# tiny one's scaled as the size defaults scale it (not measured).
 SMALL_PROFILE = 300
 SMALL_PROFILE_CATEGORIES = ("tiny", "small")
 SMALL_PROFILE_BATCH = 8
 SMALL_PROFILE_LR = {"tiny": 3e-3, "small": 2e-3}
 SMALL_PROFILE_EPOCHS = 2
+SMALL_PROFILE_ANCHOR = 1.0
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -255,7 +259,12 @@ def _smart_defaults(info: ModelInfo, kind: str, n_samples: int) -> dict[str, Any
             "num_epochs": SMALL_PROFILE_EPOCHS + (2 if n_samples < FEW_SAMPLES else 0),
             "batch_size": SMALL_PROFILE_BATCH,
             "gradient_accumulation_steps": 1,
-            "lora": {"r": d.lora_r, "alpha": 2 * d.lora_r, "scale": "auto"},
+            "lora": {
+                "r": d.lora_r,
+                "alpha": 2 * d.lora_r,
+                "scale": "auto",
+                "anchor": SMALL_PROFILE_ANCHOR,
+            },
         }
     epochs = d.num_epochs
     if n_samples < FEW_SAMPLES:

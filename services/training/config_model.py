@@ -26,6 +26,14 @@ class LoraSettings(_Strict):
         description="Share of the trained adapter kept (services.training.adapter_scale); "
         "auto: the largest whose drift from the base on general text is within budget.",
     )
+    anchor: float = Field(
+        default=0.0,
+        ge=0,
+        le=100,
+        description="Weight of the drift penalty added at each step (services.training."
+        "anchor): KL of the base's from the model's next tokens on a general conversation; "
+        "0: none.",
+    )
 
 
 class DatasetRequirements(_Strict):

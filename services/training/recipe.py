@@ -22,7 +22,9 @@ A plain loop, chosen over ``transformers.Trainer`` for throughput and a small su
 - the artifact is the best state by eval loss: ``adapter/`` (LoRA, peft safetensors) or
   ``model/`` (full, safetensors), each with the tokenizer; ``--merge`` also writes the
   adapter merged into the base under ``model/``, after ``lora.scale`` kept its share of the
-  adapter (``adapter_scale``; the ``done`` metrics' ``adapter_scale`` says what was kept).
+  adapter (``adapter_scale``; the ``done`` metrics' ``adapter_scale`` says what was kept);
+- ``lora.anchor``: each step also pays a penalty for drifting from the base on a general
+  conversation (``anchor``; the ``step`` events' ``anchor_kl``).
 
 bf16 and gradient checkpointing ``auto``: on only on a CUDA device (bf16 where supported,
 gradient checkpointing for models of 2B parameters and more). On a CPU both stay off unless
@@ -43,6 +45,7 @@ import torch
 from transformers import AutoTokenizer
 
 from services.training.adapter_scale import scale_adapter
+from services.training.anchor import AnchorLoss, anchor_loss
 from services.training.batching import Batch, Example, collate, encode
 from services.training.checkpoints import Checkpoints, write_artifact
 from services.training.config import ResolvedConfig
@@ -111,6 +114,7 @@ class FineTuneRecipe:
         self.model: Any = None
         self.base: Any = None
         self.loss_fn: TokenLoss | None = None
+        self.anchor: AnchorLoss | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
 
@@ -185,6 +189,7 @@ class FineTuneRecipe:
         )
         self.model.train()
         self.loss_fn = TokenLoss(self.model, self.base)
+        self.anchor = anchor_loss(self)
         packing = self.cfg.packing
         if packing is True or (
             packing == "auto" and self.base.config._attn_implementation in VARLEN_ATTENTION
@@ -313,6 +318,7 @@ class FineTuneRecipe:
         tick, cpu_tick = time.perf_counter(), time.process_time()
         batches = [self.plan.collate(g, self.pad_id).to(self.device) for g in group]
         loss_value = self._backward(batches)
+        anchor_kl = self.anchor.step() if self.anchor else None
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.max_grad_norm))
         lr = self.scheduler.get_last_lr()[0]
         self.optimizer.step()
@@ -330,6 +336,7 @@ class FineTuneRecipe:
             loss=loss_value,
             lr=lr,
             grad_norm=grad_norm,
+            **({} if anchor_kl is None else {"anchor_kl": anchor_kl}),
             tokens_per_s=tally.tokens / tally.seconds,
             eta_s=(self.total - tally.step) * tally.seconds / tally.step,
         )
@@ -431,7 +438,7 @@ class FineTuneRecipe:
 
     def _release(self) -> None:
         """Drop the model, its loss, the optimizer and the schedule, and collect them."""
-        self.model = self.base = self.loss_fn = self.optimizer = self.scheduler = None
+        self.model = self.base = self.loss_fn = self.optimizer = self.scheduler = self.anchor = None
         self.params = []
         gc.collect()
 

@@ -20,27 +20,7 @@ from services.training.adapter_scale import (
 from services.training.command import ExitCode
 from services.training.gate.sets import GENERAL_SET, chat_renderer, read_eval_set
 from tests.services.training.test_training_child import events_of, prepare
-from tests.services.training.training_helpers import run_child
-
-
-def _adapter(tiny_model: Path, out: Path, b_std: float) -> Path:
-    """A LoRA adapter of the tiny model whose lora_B weights are drawn with ``b_std`` (0:
-    an adapter that changes nothing), saved with its tokenizer."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    torch.manual_seed(0)
-    model = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_model),
-        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0),
-    )
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0.0, b_std) if b_std else p.zero_()
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
-    return out
+from tests.services.training.training_helpers import drifted_adapter, run_child
 
 
 def _loaded(tiny_model: Path, adapter: Path) -> tuple[Any, Any, list[Any]]:
@@ -67,7 +47,9 @@ def test_the_calibration_set_shares_no_prompt_with_the_gates_general_set() -> No
 def test_an_adapter_that_drifts_far_keeps_the_largest_share_within_the_budget(
     tmp_path: Path, tiny_model: Path
 ) -> None:
-    model, tokenizer, samples = _loaded(tiny_model, _adapter(tiny_model, tmp_path / "a", 0.2))
+    model, tokenizer, samples = _loaded(
+        tiny_model, drifted_adapter(tiny_model, tmp_path / "a", 0.2)
+    )
     trained = _lora_b(model)
     full = choose_scale(model, tokenizer, samples, budget=1e9)
     assert full["scale"] == 1.0 and full["within"]
@@ -90,13 +72,15 @@ def test_an_adapter_that_drifts_far_keeps_the_largest_share_within_the_budget(
 def test_no_share_within_the_budget_keeps_the_smallest_and_says_so(
     tmp_path: Path, tiny_model: Path
 ) -> None:
-    model, tokenizer, samples = _loaded(tiny_model, _adapter(tiny_model, tmp_path / "a", 0.5))
+    model, tokenizer, samples = _loaded(
+        tiny_model, drifted_adapter(tiny_model, tmp_path / "a", 0.5)
+    )
     choice = choose_scale(model, tokenizer, samples, budget=0.0)
     assert choice["scale"] == GRID[-1] and not choice["within"]
 
 
 def test_an_adapter_that_changes_nothing_is_kept_whole(tmp_path: Path, tiny_model: Path) -> None:
-    adapter = _adapter(tiny_model, tmp_path / "a", 0.0)
+    adapter = drifted_adapter(tiny_model, tmp_path / "a", 0.0)
     before = load_file(str(adapter / "adapter_model.safetensors"))
     choice = scale_adapter(adapter, tiny_model, "auto", run_dir=adapter)
     assert choice["scale"] == 1.0 and choice["drift"] == pytest.approx(0.0, abs=1e-6)
@@ -109,7 +93,7 @@ def test_rescaling_a_saved_adapter_scales_its_change_to_the_model(
 ) -> None:
     from transformers import AutoModelForCausalLM
 
-    adapter = _adapter(tiny_model, tmp_path / "a", 0.02)
+    adapter = drifted_adapter(tiny_model, tmp_path / "a", 0.02)
     before = load_file(str(adapter / "adapter_model.safetensors"))
     ids = torch.tensor([[1, 5, 9, 13, 2]])
     with torch.no_grad():

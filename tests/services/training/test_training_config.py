@@ -8,7 +8,12 @@ from typing import Any
 
 import pytest
 
-from services.training.config import SMALL_PROFILE_EPOCHS, ResolvedConfig, resolve_config
+from services.training.config import (
+    SMALL_PROFILE_ANCHOR,
+    SMALL_PROFILE_EPOCHS,
+    ResolvedConfig,
+    resolve_config,
+)
 from services.training.config_model import TrainingConfig
 from services.training.errors import TrainingConfigError
 from services.training.modelinfo import CATEGORY_DEFAULTS
@@ -164,10 +169,11 @@ def test_a_small_profiles_lora_steps_often_at_a_higher_rate(
 ) -> None:
     tiny = CATEGORY_DEFAULTS["tiny"]
     small = resolve(tiny_base, tmp_path / "no-etc", n_samples=150)
-    # As measured on SmolLM2-135M: a step every 8 samples at 3e-3, 2 epochs, then the share
-    # of the adapter within the drift budget kept.
+    # As measured on SmolLM2-135M: a step every 8 samples at 3e-3, 2 epochs, each step held
+    # near the base on general text, then the share of the adapter within the budget kept.
     assert small.config.learning_rate == pytest.approx(3e-3)
     assert small.config.lora.scale == "auto" and small.sources["lora.scale"] == "smart"
+    assert small.config.lora.anchor == SMALL_PROFILE_ANCHOR > 0
     assert (small.config.batch_size, small.config.gradient_accumulation_steps) == (8, 1)
     assert small.config.num_epochs == SMALL_PROFILE_EPOCHS
     # With the shipped files and an emulation filter it still is (the mode's scale is 1).
@@ -177,6 +183,7 @@ def test_a_small_profiles_lora_steps_often_at_a_higher_rate(
     big = resolve(tiny_base, tmp_path / "no-etc", n_samples=300)
     assert big.config.learning_rate == tiny.lora_learning_rate
     assert big.config.lora.scale == 1.0  # the whole adapter
+    assert big.config.lora.anchor == 0  # no drift penalty
     assert big.config.gradient_accumulation_steps == tiny.gradient_accumulation_steps
     # A model of 2B parameters and more is not a small profile's whatever its data.
     medium = header_only_model(tmp_path / "medium", 3_000_000_000)

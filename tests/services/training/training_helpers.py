@@ -155,3 +155,24 @@ def header_only_model(directory: Path, params: int) -> Path:
     ).encode()
     (directory / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header)
     return directory
+
+
+def drifted_adapter(tiny_model: Path, out: Path, b_std: float) -> Path:
+    """A LoRA adapter of the tiny model whose lora_B weights are drawn with ``b_std`` (0:
+    an adapter that changes nothing), saved with its tokenizer."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model),
+        LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0),
+    )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, b_std) if b_std else p.zero_()
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
+    return out
