@@ -15,9 +15,11 @@ retrieval that missed). The others are the memories nearest to the sample's own,
 ``ask``'s retrieval finds a question's neighbours (:class:`Neighbours`: shared words,
 rare ones weighing more): a person's notes say one thing several ways, so the model sees
 the fact it must give under another question than its own, as it does when ``ask``
-shows what was retrieved for a question put in new words. Which samples carry memories,
-and the order of equally near ones, is decided by hashing the sample's id: the same
-dataset every time.
+shows what was retrieved for a question put in new words; and one of them
+(:data:`DISTRACTORS`) is drawn from the farther half, something else, as such a
+retrieval also brings, so that the model learns to answer from the memory that answers.
+Which samples carry memories, and the order of equally near ones, is decided by hashing
+the sample's id: the same dataset every time.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from services.words import words
 MAX_MEMORY_CHARS = 400  # each memory shown, clipped with "..."
 CONTEXT_SHARE = 0.3  # training samples that carry memories
 ORACLE_SHARE = 0.8  # of those, the ones whose own memory is among them
+DISTRACTORS = 1  # of a sample's other memories, the ones that are not near its own
 CONTEXT_MEMORIES = 3  # memories per sample that carries them (ask retrieves 4 by default)
 COMMON_IDF = math.log(2)  # words in half the memories or more do not make two memories near
 # Greedy answers of small models loop on one sentence; no trigram of an answer is said twice.
@@ -155,10 +158,19 @@ def training_context(
     def usable(i: int) -> bool:
         return near.ids[i] != sample_id and near.texts[i] != own_text
 
+    far = min(DISTRACTORS, want - 1) if nearness else 0
     nearest = heapq.nsmallest(
-        want, ((-score, near.ids[i], i) for i, score in nearness.items() if usable(i))
+        want - far, ((-score, near.ids[i], i) for i, score in nearness.items() if usable(i))
     )
     picked = [i for _, _, i in nearest]
+    if far:  # memories of something else, as a retrieval for a question in new words holds:
+        # drawn from the farther half of the others
+        others_by_nearness = sorted(
+            (i for i in range(len(near.ids)) if usable(i) and i not in picked),
+            key=lambda i: (-nearness.get(i, 0.0), near.ids[i]),
+        )
+        farther = others_by_nearness[len(others_by_nearness) // 2 :]
+        picked += heapq.nsmallest(far, farther, key=lambda i: _draw(seed, sample_id, near.ids[i]))
     if len(picked) < want:  # too few share a telling word: the rest in an order drawn per sample
         rest = (i for i in range(len(near.ids)) if usable(i) and i not in nearness)
         drawn = sorted(rest, key=lambda i: _draw(seed, sample_id, near.ids[i]))

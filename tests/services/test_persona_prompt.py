@@ -64,9 +64,10 @@ def test_a_sample_never_gets_itself_as_a_distractor() -> None:
     assert training_context("s1", "own", others, share=0.0) == []
 
 
-def test_a_sample_carries_the_memories_nearest_its_own_as_ask_would_retrieve_them() -> None:
+def test_a_sample_carries_the_memories_nearest_its_own_and_one_of_something_else() -> None:
     # A person says one thing several ways; ask retrieves those ways together for a
-    # question put in new words, so the training samples show them together too.
+    # question put in new words, with memories of other things among them, so the training
+    # samples show them that way too: the model learns to pick the memory that answers.
     car = [
         ("c1", "What do you drive? A yellow Citroen 2CV called Moutarde."),
         ("c2", "Tell me about your car. Well, a yellow 2CV called Moutarde, voila."),
@@ -81,11 +82,19 @@ def test_a_sample_carries_the_memories_nearest_its_own_as_ask_would_retrieve_the
         if (picked := training_context(f"s{i}", car[0][1], memories, near=near))
     ]
     assert carrying
+    notes = {text for _, text in others}
     for i, picked in carrying:
         assert picked == training_context(f"s{i}", car[0][1], memories[::-1])  # same choice
-        # Its other ways of saying it first, then the rest; with its own memory or not.
-        assert {car[1][1], car[2][1]} <= set(picked)
+        assert len(picked) == 3
+        # One memory of something else, drawn per sample; the rest its other ways of
+        # saying it (both when its own memory is left out, as a retrieval that missed it).
+        assert len(notes & set(picked)) == 1
+        if car[0][1] in picked:
+            assert len({car[1][1], car[2][1]} & set(picked)) == 1
+        else:
+            assert {car[1][1], car[2][1]} <= set(picked)
     assert any(car[0][1] not in p for _, p in carrying)  # a retrieval that missed it
+    assert len({next(iter(notes & set(p))) for _, p in carrying}) > 5  # drawn, not fixed
 
 
 def test_a_sample_whose_memory_shares_no_word_gets_others_drawn_per_sample() -> None:
