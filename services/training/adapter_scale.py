@@ -78,24 +78,33 @@ def encoded_answers(
     ]
 
 
+def answer_log_softmax(model: Any, ids: Any, start: int) -> Any:
+    """The model's next-token log-probabilities where each answer token of ``ids`` (its
+    prompt being the first ``start``) is predicted; logits only there, not over the prompt."""
+    import torch
+
+    keep = ids.shape[1] - start + 1
+    logits = model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits[0, :-1]
+    return torch.log_softmax(logits.float(), -1)
+
+
 def answer_logprobs(model: Any, encoded: list[tuple[Any, int]]) -> list[Any]:
     import torch
 
-    out = []
     with torch.no_grad():
-        for ids, start in encoded:
-            # logits only where the answer's tokens are predicted (not over the prompt)
-            keep = ids.shape[1] - start + 1
-            logits = model(input_ids=ids, logits_to_keep=keep).logits[0, :-1]
-            out.append(torch.log_softmax(logits.float(), -1))
-    return out
+        return [answer_log_softmax(model, ids, start) for ids, start in encoded]
+
+
+def kl_sum(lp: Any, lq: Any) -> Any:
+    """KL(p || q) summed over the positions, from their log-probabilities ``lp``, ``lq``."""
+    return (lp.exp() * (lp - lq)).sum()
 
 
 def drift(model: Any, encoded: list[tuple[Any, int]], base: list[Any]) -> float:
     """Mean KL(base || model) per answer token, ``base`` being the base's log-probs."""
     total = tokens = 0.0
     for lp, lq in zip(base, answer_logprobs(model, encoded), strict=True):
-        total += float((lp.exp() * (lp - lq)).sum())
+        total += float(kl_sum(lp, lq))
         tokens += lp.shape[0]
     return total / tokens if tokens else 0.0
 

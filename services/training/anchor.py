@@ -18,18 +18,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from services.shipped import etc_dir
+from services.training.adapter_scale import answer_log_softmax, encoded_answers, kl_sum
 from services.training.errors import BadInputError
 
 ANCHOR_SET = etc_dir() / "train" / "anchors.jsonl"
-PER_STEP = 1  # anchor conversations per optimizer step
 
 
 class AnchorLoss:
     """The drift penalty of one step: ``weight`` x KL(base || model) per answer token of the
-    next anchor conversation(s), back-propagated; returns the KL."""
+    next anchor conversation, back-propagated; returns the KL."""
 
     def __init__(
         self,
@@ -47,24 +46,15 @@ class AnchorLoss:
         self.next = 0
 
     def step(self) -> float:
-        total = 0.0
-        for _ in range(PER_STEP):
-            ids, start = self.examples[self.next % len(self.examples)]
-            self.next += 1
-            keep = ids.shape[1] - start + 1  # logits only where answer tokens are predicted
-            with torch.no_grad(), self.model.disable_adapter(), self.autocast():
-                base = self.model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
-            with self.autocast():
-                logits = self.model(input_ids=ids, logits_to_keep=keep, use_cache=False).logits
-            kl = F.kl_div(
-                F.log_softmax(logits[0, :-1].float(), -1),
-                F.log_softmax(base[0, :-1].float(), -1),
-                log_target=True,
-                reduction="batchmean",
-            )
-            (self.weight * kl / PER_STEP).backward()
-            total += float(kl.detach())
-        return total / PER_STEP
+        ids, start = self.examples[self.next % len(self.examples)]
+        self.next += 1
+        with torch.no_grad(), self.model.disable_adapter(), self.autocast():
+            base = answer_log_softmax(self.model, ids, start)
+        with self.autocast():
+            model = answer_log_softmax(self.model, ids, start)
+        kl = kl_sum(base, model) / base.shape[0]
+        (self.weight * kl).backward()
+        return float(kl.detach())
 
 
 def anchor_loss(recipe: Any) -> AnchorLoss | None:
@@ -82,7 +72,6 @@ def anchor_examples(
 ) -> list[tuple[torch.Tensor, int]]:
     """The anchor conversations in the run's chat format, tokenized as training tokenizes
     its samples: (input ids, prompt length) each."""
-    from services.training.adapter_scale import encoded_answers
     from services.training.gate.sets import chat_renderer, read_eval_set
 
     render = chat_renderer(run_dir, tokenizer)
