@@ -96,9 +96,11 @@ class Models:
         return self.kind == "lora" and self.reference_model is None
 
     def add_adapter(self, reference: Any) -> Any:
-        model = apply_adapter(reference, self.artifact)
-        model.to(next(model.get_base_model().parameters()).device)
-        return model
+        """``reference`` (consumed) with the adapter folded into its weights, as ``ask``'s
+        generation worker serves it (and without the adapter's extra operations at every
+        token)."""
+        device = next(reference.parameters()).device
+        return apply_adapter(reference, self.artifact).merge_and_unload().to(device)
 
     def load_base(self) -> tuple[Any, Any]:
         """The model the candidate was trained from (``base_dir``), as ``ask`` loads it."""
@@ -111,6 +113,7 @@ class Models:
             adapter=self.artifact if lora else None,
             cache_dir=self.cache_dir,
             device=self.device,
+            merge=lora,
         )
         return model
 

@@ -125,6 +125,30 @@ def test_a_candidate_that_improves_passes_and_the_verdict_is_recorded(
     assert [o["mode"] for o in evaluation["probe_outputs"]] == ["emulation", "emulation"]
 
 
+def test_the_gate_judges_a_lora_folded_into_its_base_as_ask_serves_it(
+    improved: tuple[Path, DoneEvent], tiny_model: Path, tiny_tokenizer: Any
+) -> None:
+    import torch
+
+    from services.training.gate.judge import Models
+
+    run_dir, _ = improved
+    models = Models("lora", tiny_model, run_dir / "adapter", run_dir, "cpu")
+    served, _ = load_for_inference(
+        tiny_model, adapter=run_dir / "adapter", cache_dir=run_dir, merge=True
+    )
+    kept_apart, _ = load_for_inference(tiny_model, adapter=run_dir / "adapter", cache_dir=run_dir)
+    ids = tiny_tokenizer("the gate and ask answer alike", return_tensors="pt").input_ids
+    with torch.no_grad():
+        expected = kept_apart(ids).logits
+        for judged in (models.add_adapter(models.load_reference()[0]), models.load_candidate()):
+            # A plain model (no adapter layers left to run at every token) that answers as
+            # the trained adapter does.
+            assert not any("lora" in name for name, _ in judged.named_modules())
+            torch.testing.assert_close(judged(ids).logits, expected, rtol=1e-4, atol=1e-4)
+            assert judged(ids).logits.equal(served(ids).logits)
+
+
 def test_a_candidate_no_better_than_the_active_model_is_rejected(
     tmp_path: Path, improved: tuple[Path, DoneEvent], tiny_model: Path, tiny_tokenizer: Any
 ) -> None:
