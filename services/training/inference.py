@@ -93,9 +93,7 @@ def load_for_inference(
     )
     tokenizer_dir = model_dir
     if adapter is not None:
-        loaded = apply_adapter(loaded, adapter)
-        if merge:
-            loaded = loaded.merge_and_unload()
+        loaded = apply_adapter(loaded, adapter, merge=merge)
         if _has_tokenizer(adapter):
             tokenizer_dir = adapter
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
@@ -105,13 +103,15 @@ def load_for_inference(
     return loaded, tokenizer
 
 
-def apply_adapter(model: Any, adapter: Path) -> Any:
-    """``model`` with the LoRA adapter at ``adapter`` (a peft model, in eval mode)."""
+def apply_adapter(model: Any, adapter: Path, *, merge: bool = False) -> Any:
+    """``model`` with the LoRA adapter at ``adapter`` (a peft model, in eval mode), or with
+    ``merge`` folded into ``model``'s weights (a plain model, as ``ask`` serves it)."""
     from peft import PeftModel
 
     if not (Path(adapter) / "adapter_config.json").is_file():
         raise BadInputError(f"{adapter}: not a LoRA adapter (no adapter_config.json)")
-    return PeftModel.from_pretrained(model, adapter).eval()
+    adapted = PeftModel.from_pretrained(model, adapter).eval()
+    return adapted.merge_and_unload() if merge else adapted
 
 
 def default_stops(tokenizer: Any) -> list[str]:

@@ -100,7 +100,7 @@ class Models:
         generation worker serves it (and without the adapter's extra operations at every
         token)."""
         device = next(reference.parameters()).device
-        return apply_adapter(reference, self.artifact).merge_and_unload().to(device)
+        return apply_adapter(reference, self.artifact, merge=True).to(device)
 
     def load_base(self) -> tuple[Any, Any]:
         """The model the candidate was trained from (``base_dir``), as ``ask`` loads it."""
