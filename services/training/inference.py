@@ -148,6 +148,13 @@ def _stop_ids(tokenizer: Any, stops: Sequence[str]) -> tuple[list[int], list[str
     return ids, [s for s in stops if s not in vocab]
 
 
+def _pad_id(tokenizer: Any, stop_ids: Sequence[int]) -> int:
+    """The token generation pads finished sequences with (never read as answer text)."""
+    return int(
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop_ids or [0])[0]
+    )
+
+
 def _generate_kwargs(
     tokenizer: Any, input_ids: Any, stops: Sequence[str], temperature: float, no_repeat: int
 ) -> dict[str, Any]:
@@ -155,10 +162,9 @@ def _generate_kwargs(
     import torch
 
     stop_ids, multi = _stop_ids(tokenizer, stops)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (stop_ids or [0])[0]
     kwargs: dict[str, Any] = {
         "eos_token_id": sorted(set(stop_ids)) or None,
-        "pad_token_id": pad,
+        "pad_token_id": _pad_id(tokenizer, stop_ids),
         "attention_mask": torch.ones_like(input_ids),
     }
     if temperature > 0:
@@ -210,6 +216,64 @@ class Generated(NamedTuple):
 
     text: str
     stopped: bool
+
+
+def generate_answers(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    stop: Sequence[str] | None = None,
+    no_repeat_ngram: int = 0,
+    batch_size: int = 8,
+) -> list[Generated]:
+    """:func:`generate_answer` for each of ``prompts``, ``batch_size`` at a time (left-padded,
+    prompts of similar length together): the same answers, several times faster on a CPU,
+    where one sequence at a time leaves the model's matrix products mostly idle."""
+    import torch
+
+    stops = default_stops(tokenizer) if stop is None else list(stop)
+    if max_new_tokens <= 0:
+        return [Generated("", False) for _ in prompts]
+    encoded = []
+    for text in prompts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        encoded.append(ids or [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 0])
+    stop_ids, _ = _stop_ids(tokenizer, stops)
+    pad = _pad_id(tokenizer, stop_ids)
+    device = next(model.parameters()).device
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    size = max(1, batch_size)
+    out: dict[int, Generated] = {}
+    for start in range(0, len(order), size):
+        rows = order[start : start + size]
+        width = max(len(encoded[i]) for i in rows)
+        input_ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in rows])
+        kwargs = _generate_kwargs(tokenizer, input_ids, stops, temperature, no_repeat_ngram)
+        mask = [[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in rows]
+        kwargs["attention_mask"] = torch.tensor(mask, device=device)
+        with torch.no_grad():
+            written = model.generate(
+                input_ids=input_ids.to(device), max_new_tokens=max_new_tokens, **kwargs
+            )
+        for row, i in enumerate(rows):
+            out[i] = _answer_of(tokenizer, written[row, width:].tolist(), stops, set(stop_ids))
+    return [out[i] for i in range(len(encoded))]
+
+
+def _answer_of(
+    tokenizer: Any, written: Sequence[int], stops: Sequence[str], stop_ids: set[int]
+) -> Generated:
+    """One row of a batch's new tokens as :func:`generate_answer` reads its one sequence:
+    up to its first stop token (the padding after it is not its own), cut at a stop string."""
+    tokens = [int(t) for t in written]
+    ended = next((k for k, t in enumerate(tokens) if t in stop_ids), None)
+    if ended is not None:
+        tokens = tokens[: ended + 1]
+    text: str = tokenizer.decode(tokens, skip_special_tokens=False)
+    cut = cut_at_stop(text, stops)
+    return Generated(cut, ended is not None or cut != text)
 
 
 def generate(

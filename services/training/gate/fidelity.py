@@ -47,7 +47,7 @@ PROBES_FILE = "fidelity_probes.jsonl"
 SETTINGS = ("without_retrieval", "with_retrieval")
 
 Prompt = Callable[[list[dict[str, str]]], str]
-Generate = Callable[[str], tuple[str, bool]]  # prompt -> (answer, stopped)
+Generate = Callable[[list[str]], list[tuple[str, bool]]]  # prompts -> [(answer, stopped)]
 
 
 @dataclass(frozen=True)
@@ -121,27 +121,25 @@ class Answers:
     stopped: list[bool]
 
 
-def answer_all(
-    probes: Sequence[FidelityProbe], prompt: Prompt, generate: Generate, *, retrieval: bool
-) -> Answers:
-    texts, stopped = [], []
-    for p in probes:
-        memories = p.memories if retrieval else ()
-        messages = ask_messages(p.profile, p.question, memories, p.system or None)
-        text, done = generate(prompt(messages))
-        texts.append(text)
-        stopped.append(done)
-    return Answers(texts, stopped)
-
-
 def answer_both(
     probes: Sequence[FidelityProbe], prompt: Prompt, generate: Generate
 ) -> dict[str, Answers]:
-    """Answers without and with retrieval."""
-    return {
-        setting: answer_all(probes, prompt, generate, retrieval=setting == "with_retrieval")
+    """Answers without and with retrieval (all prompts in one ``generate`` call, which may
+    batch them)."""
+    prompts = [
+        prompt(ask_messages(p.profile, p.question, memories, p.system or None))
         for setting in SETTINGS
-    }
+        for p in probes
+        for memories in [p.memories if setting == "with_retrieval" else ()]
+    ]
+    answered = generate(prompts)
+    if len(answered) != len(prompts):
+        raise ValueError(f"{len(answered)} answers to {len(prompts)} prompts")
+    out = {}
+    for k, setting in enumerate(SETTINGS):
+        part = answered[k * len(probes) : (k + 1) * len(probes)]
+        out[setting] = Answers([text for text, _ in part], [done for _, done in part])
+    return out
 
 
 def scores(

@@ -51,7 +51,7 @@ from services.training.gate.verdict import (
 from services.training.inference import (
     apply_adapter,
     default_stops,
-    generate_answer,
+    generate_answers,
     load_for_inference,
 )
 
@@ -190,11 +190,11 @@ class Fidelity:
     def answers(self, model: Any, tokenizer: Any) -> dict[str, Answers]:
         stops = [*default_stops(tokenizer), *answer_stops()]
 
-        def generate(prompt: str) -> tuple[str, bool]:
-            out = generate_answer(
-                model, tokenizer, prompt, self.max_new_tokens, 0.0, stops, NO_REPEAT_NGRAM
+        def generate(prompts: list[str]) -> list[tuple[str, bool]]:
+            out = generate_answers(
+                model, tokenizer, prompts, self.max_new_tokens, 0.0, stops, NO_REPEAT_NGRAM
             )
-            return out.text, out.stopped
+            return [(a.text, a.stopped) for a in out]
 
         return answer_both(self.probes, self.prompt, generate)
 

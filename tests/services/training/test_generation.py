@@ -22,6 +22,7 @@ from services.training.inference import (
     default_stops,
     generate,
     generate_answer,
+    generate_answers,
     load_for_inference,
 )
 from tests.services.training.training_helpers import REPO, conversation
@@ -150,6 +151,28 @@ def test_generation_stops_at_a_stop_string_and_leaves_it_out(
     assert generate_answer(model, tokenizer, prompt, 16, stop=[stop]) == (cut, True)
     assert generate_answer(model, tokenizer, prompt, 16, stop=[]) == (free, False)
     assert generate_answer(model, tokenizer, prompt, 0) == ("", False)
+
+
+def test_answers_in_batches_are_the_answers_one_at_a_time(
+    tiny_model: Path, tiny_tokenizer: Any, random_adapter: Path
+) -> None:
+    # The gate answers its fidelity probes in batches; they must be the answers ask gives.
+    model, tokenizer = load_for_inference(
+        tiny_model, adapter=random_adapter, cache_dir=tiny_model.parent / "cache", merge=True
+    )
+    prompts = [prompt_of(tiny_tokenizer, i) for i in range(5)] + ["Hi", prompt_of(tiny_tokenizer)]
+    free = [generate_answer(model, tokenizer, p, 16, stop=[]) for p in prompts]
+    assert not any(a.stopped for a in free)
+    # One answer ends at a stop string, one at the first stop token, the rest run out.
+    stop_string = free[2].text[5:8]
+    stop_token = tokenizer.convert_ids_to_tokens(tokenizer(free[4].text)["input_ids"][3])
+    stops = [stop_string, stop_token]
+    for no_repeat in (0, 3):
+        one = [generate_answer(model, tokenizer, p, 16, 0.0, stops, no_repeat) for p in prompts]
+        assert one[2].stopped and one[4].stopped and not all(a.stopped for a in one)
+        many = generate_answers(model, tokenizer, prompts, 16, 0.0, stops, no_repeat, batch_size=3)
+        assert many == one
+    assert generate_answers(model, tokenizer, prompts, 0) == [("", False)] * len(prompts)
 
 
 def test_the_default_stops_are_eos_and_the_family_stop_tokens(tiny_tokenizer: Any) -> None:

@@ -38,12 +38,15 @@ def test_each_probe_is_asked_as_ask_asks_without_and_with_its_memories() -> None
     def prompt(messages: list[dict[str, str]]) -> str:
         return json.dumps(messages)
 
-    def generate(text: str) -> tuple[str, bool]:
-        prompts.append(text)
-        return "Caldeirada!", True
+    def generate(texts: list[str]) -> list[tuple[str, bool]]:
+        prompts.extend(texts)
+        return [(f"answer {len(prompts) - len(texts) + i}", i % 2 == 0) for i in range(len(texts))]
 
     got = answer_both(PROBES, prompt, generate)
-    assert set(got) == {"without_retrieval", "with_retrieval"}
+    assert got == {
+        "without_retrieval": Answers(["answer 0", "answer 1"], [True, False]),
+        "with_retrieval": Answers(["answer 2", "answer 3"], [True, False]),
+    }
     asked = [json.loads(p) for p in prompts]
     assert asked[1][0]["content"] == system_message("maren")  # p2 without memories
     assert asked[3][0]["content"] == system_message("maren", ["I sail Gaivota."])
