@@ -50,9 +50,15 @@ def emulation_tags() -> tuple[str, str]:
 
 
 def answer_stops() -> list[str]:
-    """Where an answer ends besides the model's own stops: the emulation mode's closing tag
-    (``</assistant>``), as the person's turns end in the training samples."""
-    return [f"</{emulation_tags()[1]}>"]
+    """Where an answer ends besides the model's own stops: the emulation mode's closing tag,
+    as the person's turns end in the training samples; its opening (``</assistant``), so
+    that a malformed closer ("</assistant" and a newline) ends the answer too."""
+    return [closing_stop(emulation_tags()[1])]
+
+
+def closing_stop(tag: str) -> str:
+    """The stop string of a mode's closing tag: ``</tag``, whatever follows it."""
+    return f"</{tag}"
 
 
 def clip(text: str, limit: int = MAX_MEMORY_CHARS) -> str:

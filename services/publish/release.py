@@ -24,7 +24,7 @@ import structlog
 
 from services.curation.modes import mode_tags
 from services.ledger import Ledger
-from services.persona_prompt import system_message
+from services.persona_prompt import closing_stop, system_message
 from services.persona_style import run_head
 from services.publish.errors import PublishError
 from services.publish.local import LocalRegistry
@@ -233,8 +233,9 @@ def _installed_base(pub: OllamaPublisher, base: str) -> str | None:
 
 def served_stops(schema: ChatSchema) -> list[str]:
     """What a served answer stops at: the family's stop tokens and every mode's closing
-    tag (an answer ends at its own mode's; another mode's never belongs in it)."""
-    closing = [f"</{response}>" for _, response in mode_tags().values()]
+    tag (an answer ends at its own mode's; another mode's never belongs in it), cut at
+    ``</tag`` as :func:`services.persona_prompt.answer_stops` cuts it."""
+    closing = [closing_stop(response) for _, response in mode_tags().values()]
     return list(dict.fromkeys([*schema.stop, *closing]))
 
 

@@ -119,6 +119,9 @@ def test_publish_to_ollama_and_a_failed_swap_keeps_the_old_version(
             assert ollama.model("personad-alice:latest").digest == release["digest"]
             modelfile = (Path(first.run_dir or "") / "Modelfile").read_text()
             assert "TEMPLATE" in modelfile and "PARAMETER stop <|im_end|>" in modelfile
+            # Every mode's closing tag ends a served answer, malformed closers too.
+            for closer in ("</world", "</assistant", "</action"):
+                assert f"PARAMETER stop {closer}\n" in modelfile
             for name, value in params.items():
                 assert f"PARAMETER {name} {value}" in modelfile
             # SYSTEM is the persona's system message, opening with the head it trained under,

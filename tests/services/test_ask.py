@@ -22,6 +22,7 @@ from services.curation.modes import mode_tags
 from services.generation_pool import WorkerPool
 from services.generation_worker import Reply, WorkerSpec
 from services.persona_prompt import ask_messages
+from services.training.inference import cut_at_stop
 
 
 def test_with_nothing_published_the_base_model_answers() -> None:
@@ -64,7 +65,10 @@ def test_a_version_published_to_ollama_answers_from_ollama_the_base_never() -> N
 
 
 def test_a_local_answer_ends_at_the_emulation_modes_closing_tag() -> None:
-    assert answer_stops() == [f"</{mode_tags()['emulation'][1]}>"] == ["</assistant>"]
+    assert answer_stops() == [f"</{mode_tags()['emulation'][1]}"] == ["</assistant"]
+    # Well-formed or not, the closing tag ends the answer.
+    for said in ("voilà.</assistant>", "voilà.</assistant\n<assistance>Well,"):
+        assert cut_at_stop(said, answer_stops()) == "voilà."
 
 
 class RecordingPool:
@@ -109,7 +113,7 @@ def test_with_warm_asks_the_pool_with_the_settings_and_the_closing_tag(tmp_path:
     assert "How are you?" in prompt
     assert kwargs == {
         "max_new_tokens": 24,
-        "stop": ["</assistant>"],
+        "stop": ["</assistant"],
         "no_repeat_ngram": NO_REPEAT_NGRAM,
         "timeout": 120.0,
     }

@@ -11,6 +11,7 @@ import pytest
 from services.training.config import (
     SMALL_PROFILE_ANCHOR,
     SMALL_PROFILE_EPOCHS,
+    SMALL_PROFILE_FEW_EPOCHS,
     ResolvedConfig,
     resolve_config,
 )
@@ -143,8 +144,8 @@ def test_full_runs_take_the_files_full_overrides(tmp_path: Path, tiny_base: Path
 @pytest.mark.parametrize(
     ("n_samples", "epochs"),
     [
-        (50, SMALL_PROFILE_EPOCHS + 2),
-        (99, SMALL_PROFILE_EPOCHS + 2),
+        (50, SMALL_PROFILE_FEW_EPOCHS),
+        (99, SMALL_PROFILE_FEW_EPOCHS),
         (100, SMALL_PROFILE_EPOCHS),
         (299, SMALL_PROFILE_EPOCHS),
         (300, CATEGORY_DEFAULTS["tiny"].num_epochs),
