@@ -517,6 +517,8 @@ class CrashHarness:
 
     def _learn_phases(self, seen: dict[str, float], ended: float) -> None:
         order = sorted(seen.items(), key=lambda kv: kv[1])
+        if not order:  # the job had ended before the first look: nothing to learn
+            return
         for (phase, at), (_, nxt) in zip(order, [*order[1:], ("end", ended)], strict=True):
             if phase in self.phase_s:
                 self.phase_s[phase] = 0.5 * self.phase_s[phase] + 0.5 * (nxt - at)
