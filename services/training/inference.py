@@ -229,8 +229,9 @@ def generate_answers(
     batch_size: int = 8,
 ) -> list[Generated]:
     """:func:`generate_answer` for each of ``prompts``, ``batch_size`` at a time (left-padded,
-    prompts of similar length together): the same answers, several times faster on a CPU,
-    where one sequence at a time leaves the model's matrix products mostly idle."""
+    prompts of similar length together): greedy, the same answers (sampled ones draw from
+    other random streams), several times faster on a CPU, where one sequence at a time
+    leaves the model's matrix products mostly idle."""
     import torch
 
     stops = default_stops(tokenizer) if stop is None else list(stop)
