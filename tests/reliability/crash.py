@@ -36,14 +36,21 @@ from tests.reliability.crash_checks import (
 from tests.reliability.crash_writer import Writer
 
 EMBED_MODEL = "nomic-embed-text"
-# A training job of a few seconds on the tiny model, whose gate always passes (but runs).
+# A training job of a few seconds on the tiny model, whose gate always passes (but runs its
+# losses): no tag probe and no fidelity probes, whose verdicts on a random model's answers
+# (stray tags in one answer more than the base's) would be chance.
 TRAIN_CONFIG: dict[str, Any] = {
     "max_steps": 100,
     "num_epochs": 1,
     "batch_size": 2,
     "gradient_accumulation_steps": 1,
     "max_seq_length": 128,
-    "gate": {"min_improvement": -0.99, "max_regression": 10, "probe_tokens": 0},
+    "gate": {
+        "min_improvement": -0.99,
+        "max_regression": 10,
+        "probe_tokens": 0,
+        "fidelity_probes": 0,
+    },
 }
 JOB_PHASES = ("starting", "training", "gate", "publish")
 # First guesses of each phase's length (seconds), short enough for a fast machine.
