@@ -229,9 +229,9 @@ def generate_answers(
     batch_size: int = 8,
 ) -> list[Generated]:
     """:func:`generate_answer` for each of ``prompts``, ``batch_size`` at a time (left-padded,
-    prompts of similar length together): greedy, the same answers (sampled ones draw from
-    other random streams), several times faster on a CPU, where one sequence at a time
-    leaves the model's matrix products mostly idle."""
+    prompts of similar length together): greedy, the answers each prompt gets alone (sampled
+    ones draw from other random streams), several times faster on a CPU, where one sequence
+    at a time leaves the model's matrix products mostly idle."""
     import torch
 
     stops = default_stops(tokenizer) if stop is None else list(stop)
@@ -242,7 +242,7 @@ def generate_answers(
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         encoded.append(ids or [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 0])
     stop_ids, _ = _stop_ids(tokenizer, stops)
-    pad = _pad_id(tokenizer, stop_ids)
+    pad, ending = _pad_id(tokenizer, stop_ids), set(stop_ids)
     device = next(model.parameters()).device
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     size = max(1, batch_size)
@@ -259,15 +259,15 @@ def generate_answers(
                 input_ids=input_ids.to(device), max_new_tokens=max_new_tokens, **kwargs
             )
         for row, i in enumerate(rows):
-            out[i] = _answer_of(tokenizer, written[row, width:].tolist(), stops, set(stop_ids))
+            out[i] = _answer_of(tokenizer, written[row, width:].tolist(), stops, ending)
     return [out[i] for i in range(len(encoded))]
 
 
 def _answer_of(
     tokenizer: Any, written: Sequence[int], stops: Sequence[str], stop_ids: set[int]
 ) -> Generated:
-    """One row of a batch's new tokens as :func:`generate_answer` reads its one sequence:
-    up to its first stop token (the padding after it is not its own), cut at a stop string."""
+    """One row of a batch's new tokens: up to its first stop token (the padding after it is
+    not its own), cut at a stop string; stopped when either ended it."""
     tokens = [int(t) for t in written]
     ended = next((k for k, t in enumerate(tokens) if t in stop_ids), None)
     if ended is not None:
@@ -307,26 +307,7 @@ def generate_answer(
     no_repeat_ngram: int = 0,
 ) -> Generated:
     """:func:`generate`'s text, and whether generation ended at eos or a stop string
-    before ``max_new_tokens`` ran out."""
-    import torch
-
-    stops = default_stops(tokenizer) if stop is None else list(stop)
-    if max_new_tokens <= 0:
-        return Generated("", False)
-    ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    if not ids:
-        ids = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 0]
-    device = next(model.parameters()).device
-    input_ids = torch.tensor([ids], device=device)
-    kwargs = _generate_kwargs(tokenizer, input_ids, stops, temperature, no_repeat_ngram)
-    with torch.no_grad():
-        out = model.generate(input_ids=input_ids, max_new_tokens=max_new_tokens, **kwargs)
-    written = [int(t) for t in out[0, len(ids) :].tolist()]
-    text: str = tokenizer.decode(written, skip_special_tokens=False)
-    cut = cut_at_stop(text, stops)
-    stop_ids = set(_stop_ids(tokenizer, stops)[0])
-    # One sequence is never padded: fewer tokens than allowed means a stop ended it.
-    stopped = (
-        len(written) < max_new_tokens or (bool(written) and written[-1] in stop_ids) or cut != text
-    )
-    return Generated(cut, stopped)
+    before ``max_new_tokens`` ran out (a batch of one of :func:`generate_answers`)."""
+    return generate_answers(
+        model, tokenizer, [prompt_text], max_new_tokens, temperature, stop, no_repeat_ngram
+    )[0]
