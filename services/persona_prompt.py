@@ -18,14 +18,16 @@ the fact it must give under another question than its own, as it does when ``ask
 shows what was retrieved for a question put in new words; and one of them
 (:data:`DISTRACTORS`) is drawn from the farther half, something else, as such a
 retrieval also brings, so that the model learns to answer from the memory that answers.
-Which samples carry memories, and the order of equally near ones, is decided by hashing
-the sample's id: the same dataset every time.
+Which samples carry memories, and which others are drawn, is decided by hashing the
+sample's id (equally near ones are taken in the order of their ids): the same dataset
+every time. Choosing a sample's memories takes time that grows with the memories near its
+own, not with all of the profile's.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-import heapq
 import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -116,13 +118,17 @@ class Neighbours:
     """The memories of a profile nearest to a text by the words they share, each word
     weighing its inverse document frequency among them (a word in every memory weighs
     nothing; a name in two weighs much): a lexical stand-in, at dataset build, for the
-    retrieval ``ask`` runs on the index."""
+    retrieval ``ask`` runs on the index. The memories are held in the order of their ids,
+    whatever the order given."""
 
     def __init__(self, memories: Sequence[tuple[str, str]]) -> None:
-        self.ids = [mid for mid, _ in memories]
-        self.texts = [text for _, text in memories]
+        ordered = sorted(memories)
+        self.ids = [mid for mid, _ in ordered]
+        self.texts = [text for _, text in ordered]
         self._postings: dict[str, list[int]] = defaultdict(list)
+        self._by_text: dict[str, list[int]] = defaultdict(list)
         for i, text in enumerate(self.texts):
+            self._by_text[text].append(i)
             for w in set(words(text)):
                 self._postings[w].append(i)
         n = len(self.texts)
@@ -139,6 +145,40 @@ class Neighbours:
                     out[i] += idf
         return out
 
+    def own(self, sample_id: str, own_text: str | None) -> set[int]:
+        """The indexes of a sample's own memory and of every copy of its text."""
+        mine: set[int] = set()
+        at = bisect.bisect_left(self.ids, sample_id)
+        while at < len(self.ids) and self.ids[at] == sample_id:
+            mine.add(at)
+            at += 1
+        if own_text is not None:
+            mine.update(self._by_text.get(own_text, ()))
+        return mine
+
+
+def _nth_outside(n: int, taken: Sequence[int]) -> int:
+    """The ``n``-th (from 0) index that is not in ``taken`` (sorted, distinct)."""
+    for t in taken:
+        if t > n:
+            break
+        n += 1
+    return n
+
+
+def _draw_ranks(seed: str, sample_id: str, what: str, count: int, size: int) -> list[int]:
+    """``count`` distinct ranks below ``size`` (all of them when fewer), drawn per sample."""
+    count = min(count, size)
+    ranks: list[int] = []
+    tries = 0
+    while len(ranks) < count and tries < 8 * count + 16:
+        r = int(_draw(seed, sample_id, f"{what}:{tries}") * size)
+        if r not in ranks:
+            ranks.append(r)
+        tries += 1
+    ranks += [r for r in range(size) if r not in ranks][: count - len(ranks)]
+    return ranks
+
 
 def training_context(
     sample_id: str,
@@ -154,33 +194,42 @@ def training_context(
     """The memory texts a training sample carries in its system message ([] for most
     samples; see the module docstring). ``others`` are ``(id, text)`` of the profile's
     other memories, in any order (the choice does not depend on it); ``near`` their
-    :class:`Neighbours`, built once for many samples (else here)."""
+    :class:`Neighbours`, built once for many samples (else here).
+
+    The others, ranked by nearness to the sample's own memory and then by id: the first
+    ones are taken; a distractor is drawn from the farther half of the rest; when too few
+    share a telling word, the rest are drawn from those that share none. The time it
+    takes grows with the memories near the sample's own, not with all of them."""
     if k < 1 or _draw(seed, sample_id, "share") >= share:
         return []
     near = near if near is not None else Neighbours(others)
     want = k - 1 if own_text is not None and _draw(seed, sample_id, "oracle") < oracle_share else k
     nearness = near.scores(own_text) if own_text is not None else {}
-
-    def usable(i: int) -> bool:
-        return near.ids[i] != sample_id and near.texts[i] != own_text
+    mine = near.own(sample_id, own_text)
+    ranked = [i for _, i in sorted((-s, i) for i, s in nearness.items() if i not in mine)]
+    # Indexes that share no telling word with its own memory, the others' last ranks, in
+    # id order: those outside ``apart`` (every near one, and its own).
+    apart = sorted(set(nearness) | mine)
+    unrelated = len(near.ids) - len(apart)
 
     far = min(DISTRACTORS, want - 1) if nearness else 0
-    nearest = heapq.nsmallest(
-        want - far, ((-score, near.ids[i], i) for i, score in nearness.items() if usable(i))
-    )
-    picked = [i for _, _, i in nearest]
+    picked = ranked[: want - far]
     if far:  # memories of something else, as a retrieval for a question in new words holds:
         # drawn from the farther half of the others
-        others_by_nearness = sorted(
-            (i for i in range(len(near.ids)) if usable(i) and i not in picked),
-            key=lambda i: (-nearness.get(i, 0.0), near.ids[i]),
-        )
-        farther = others_by_nearness[len(others_by_nearness) // 2 :]
-        picked += heapq.nsmallest(far, farther, key=lambda i: _draw(seed, sample_id, near.ids[i]))
-    if len(picked) < want:  # too few share a telling word: the rest in an order drawn per sample
-        rest = (i for i in range(len(near.ids)) if usable(i) and i not in nearness)
-        drawn = sorted(rest, key=lambda i: _draw(seed, sample_id, near.ids[i]))
-        picked += drawn[: want - len(picked)]
+        rest = ranked[len(picked) :]
+        skip = (len(rest) + unrelated) // 2
+        tail = rest[skip:]
+        size = len(tail) + unrelated - max(0, skip - len(rest))
+        for r in _draw_ranks(seed, sample_id, "far", far, size):
+            if r < len(tail):
+                picked.append(tail[r])
+            else:
+                picked.append(_nth_outside(r - len(tail) + max(0, skip - len(rest)), apart))
+    if len(picked) < want:  # too few share a telling word: the rest drawn per sample
+        for r in _draw_ranks(seed, sample_id, "rest", want - len(picked) + far, unrelated):
+            i = _nth_outside(r, apart)
+            if i not in picked and len(picked) < want:
+                picked.append(i)
     chosen = [near.texts[i] for i in picked]
     if want < k and own_text is not None:
         at = int(_draw(seed, sample_id, "place") * (len(chosen) + 1))

@@ -101,3 +101,27 @@ def test_a_sample_whose_memory_shares_no_word_gets_others_drawn_per_sample() -> 
     others = [(f"m{i}", f"memory number {i}") for i in range(30)]
     picks = {tuple(training_context(f"s{i}", "zzz", others, share=1.0)) for i in range(50)}
     assert len(picks) > 10 and all(len(p) == 3 for p in picks)
+
+
+def test_the_distractor_comes_from_the_farther_half_of_the_others() -> None:
+    # Others that share more and more of the sample's rare words with it, every one near it
+    # in some measure, and a copy of its own text under another id.
+    word = [f"rare{chr(97 + j)}x" for j in range(20)]  # words are letters only
+    own = " ".join(word)
+    others = [(f"m{j:02d}", " ".join(word[: j + 1]) + f" pad{chr(97 + j)}x") for j in range(20)]
+    others.append(("copy", own))
+    near = Neighbours(others)
+    nearness = near.scores(own)
+    ranked = sorted(
+        (m for m in others if m[0] != "copy"), key=lambda m: -nearness[near.ids.index(m[0])]
+    )
+    nearest = {ranked[0][1], ranked[1][1]}
+    farther = {text for _, text in ranked[2:][9:]}  # the 18 left, the farther 9
+    distractors = set()
+    for i in range(300):
+        picked = training_context(f"s{i}", own, others, share=1.0, oracle_share=0.0, near=near)
+        assert picked == training_context(f"s{i}", own, others[::-1], share=1.0, oracle_share=0.0)
+        assert len(picked) == 3 and own not in picked
+        assert set(picked[:2]) == nearest and picked[2] in farther
+        distractors.add(picked[2])
+    assert len(distractors) > 5  # drawn per sample
