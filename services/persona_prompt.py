@@ -214,20 +214,19 @@ def training_context(
 
     far = min(DISTRACTORS, want - 1) if nearness else 0
     picked = ranked[: want - far]
+    rest = ranked[len(picked) :]
+
+    def other(r: int) -> int:  # the r-th other not picked: near ones by rank, then unrelated
+        return rest[r] if r < len(rest) else _nth_outside(r - len(rest), apart)
+
     if far:  # memories of something else, as a retrieval for a question in new words holds:
         # drawn from the farther half of the others
-        rest = ranked[len(picked) :]
-        skip = (len(rest) + unrelated) // 2
-        tail = rest[skip:]
-        size = len(tail) + unrelated - max(0, skip - len(rest))
-        for r in _draw_ranks(seed, sample_id, "far", far, size):
-            if r < len(tail):
-                picked.append(tail[r])
-            else:
-                picked.append(_nth_outside(r - len(tail) + max(0, skip - len(rest)), apart))
+        half = (len(rest) + unrelated) // 2
+        for r in _draw_ranks(seed, sample_id, "far", far, len(rest) + unrelated - half):
+            picked.append(other(half + r))
     if len(picked) < want:  # too few share a telling word: the rest drawn per sample
         for r in _draw_ranks(seed, sample_id, "rest", want - len(picked) + far, unrelated):
-            i = _nth_outside(r, apart)
+            i = other(len(rest) + r)
             if i not in picked and len(picked) < want:
                 picked.append(i)
     chosen = [near.texts[i] for i in picked]
