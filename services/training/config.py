@@ -10,8 +10,9 @@ Layers, each overriding the one below (the name is what ``ResolvedConfig.sources
    accumulation) and the dataset size (fewer than 100 samples: 2 more epochs; more than
    5,000: 1 fewer); a small profile's LoRA (fewer than 300 samples, a model under 2B
    parameters) takes an optimizer step every 8 samples at 3e-3 (tiny) or 2e-3 (small)
-   for 2 epochs (6 below 100 samples) and keeps the share of its adapter within the drift
-   budget (``lora.scale`` auto), each step held near the base (``lora.anchor``): see
+   for the fewest epochs that make 54 steps (2 to 6) and keeps the share of its adapter
+   within the drift budget (``lora.scale`` auto), each step held near the base
+   (``lora.anchor``): see
    :data:`SMALL_PROFILE`;
 3. ``global``: ``etc/fine-tune-config.json``;
 4. ``mode``: ``etc/modes/<mode>-config.json`` when a mode filter is given. A mode file
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,9 +65,11 @@ MANY_SAMPLES = 5000
 # a few epochs. Measured on SmolLM2-135M (bench/fidelity.py, bench/FIDELITY.md): one
 # optimizer step per SMALL_PROFILE_BATCH samples (no accumulation) at SMALL_PROFILE_LR
 # (3e-3 on a tiny model: at 1e-3 the model answers its own trained questions without their
-# facts) for SMALL_PROFILE_EPOCHS epochs (SMALL_PROFILE_FEW_EPOCHS below FEW_SAMPLES: 6
-# recalled 75% of a 65-sample persona's facts closed-book with two seeds, 4 recalled 67-68%,
-# at no more drift; as many steps as a 150-sample profile's 2 epochs). An adapter trained that
+# facts) for the fewest whole epochs that make SMALL_PROFILE_STEPS optimizer steps, at least
+# SMALL_PROFILE_EPOCHS and at most SMALL_PROFILE_FEW_EPOCHS (54 steps against 36: a 65-sample
+# persona recalled 75% of its facts closed-book with two seeds against 67-68%, a 142-sample
+# one 80% against 57%, at no more drift; the epochs no longer jump from 6 to 2 at 100
+# samples, where 99 samples made 78 steps and 100 made 26). An adapter trained that
 # hard also drifts on general text: each step pays SMALL_PROFILE_ANCHOR x its drift on a
 # general conversation (lora.anchor: services.training.anchor; 0.3 recalled more than 1.0
 # on both demo personas, the drift still a sixth of the budget), and the share of the
@@ -76,6 +80,7 @@ SMALL_PROFILE = 300
 SMALL_PROFILE_CATEGORIES = ("tiny", "small")
 SMALL_PROFILE_BATCH = 8
 SMALL_PROFILE_LR = {"tiny": 3e-3, "small": 2e-3}
+SMALL_PROFILE_STEPS = 54
 SMALL_PROFILE_EPOCHS = 2
 SMALL_PROFILE_FEW_EPOCHS = 6
 SMALL_PROFILE_ANCHOR = 0.3
@@ -260,9 +265,7 @@ def _smart_defaults(info: ModelInfo, kind: str, n_samples: int) -> dict[str, Any
     if is_small_profile(info, kind, n_samples):
         return {
             "learning_rate": SMALL_PROFILE_LR[info.category],
-            "num_epochs": SMALL_PROFILE_FEW_EPOCHS
-            if n_samples < FEW_SAMPLES
-            else SMALL_PROFILE_EPOCHS,
+            "num_epochs": small_profile_epochs(n_samples),
             "batch_size": SMALL_PROFILE_BATCH,
             "gradient_accumulation_steps": 1,
             "lora": {
@@ -284,6 +287,15 @@ def _smart_defaults(info: ModelInfo, kind: str, n_samples: int) -> dict[str, Any
         "gradient_accumulation_steps": d.gradient_accumulation_steps,
         "lora": {"r": d.lora_r, "alpha": 2 * d.lora_r},
     }
+
+
+def small_profile_epochs(n_samples: int) -> int:
+    """A small profile's epochs: the fewest whole ones that make :data:`SMALL_PROFILE_STEPS`
+    steps of :data:`SMALL_PROFILE_BATCH` samples, within ``[SMALL_PROFILE_EPOCHS,
+    SMALL_PROFILE_FEW_EPOCHS]``."""
+    per_epoch = max(1, math.ceil(n_samples / SMALL_PROFILE_BATCH))
+    epochs = math.ceil(SMALL_PROFILE_STEPS / per_epoch)
+    return min(SMALL_PROFILE_FEW_EPOCHS, max(SMALL_PROFILE_EPOCHS, epochs))
 
 
 def is_small_profile(info: ModelInfo, kind: str, n_samples: int) -> bool:

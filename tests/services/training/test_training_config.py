@@ -144,10 +144,14 @@ def test_full_runs_take_the_files_full_overrides(tmp_path: Path, tiny_base: Path
 @pytest.mark.parametrize(
     ("n_samples", "epochs"),
     [
-        (50, SMALL_PROFILE_FEW_EPOCHS),
-        (99, SMALL_PROFILE_FEW_EPOCHS),
-        (100, SMALL_PROFILE_EPOCHS),
-        (299, SMALL_PROFILE_EPOCHS),
+        (50, SMALL_PROFILE_FEW_EPOCHS),  # 7 steps an epoch: 6 epochs (at most), 42 steps
+        (65, SMALL_PROFILE_FEW_EPOCHS),  # 9 steps an epoch: 54 steps
+        (99, 5),  # 13 steps an epoch: 65 steps (not 6 epochs here and 2 at 100)
+        (100, 5),
+        (142, 3),  # 18 steps an epoch: 54 steps
+        (150, 3),
+        (216, SMALL_PROFILE_EPOCHS),  # 27 steps an epoch: 54 steps
+        (299, SMALL_PROFILE_EPOCHS),  # at least 2 epochs: 76 steps
         (300, CATEGORY_DEFAULTS["tiny"].num_epochs),
         (5000, CATEGORY_DEFAULTS["tiny"].num_epochs),
         (5001, CATEGORY_DEFAULTS["tiny"].num_epochs - 1),
@@ -170,13 +174,13 @@ def test_a_small_profiles_lora_steps_often_at_a_higher_rate(
 ) -> None:
     tiny = CATEGORY_DEFAULTS["tiny"]
     small = resolve(tiny_base, tmp_path / "no-etc", n_samples=150)
-    # As measured on SmolLM2-135M: a step every 8 samples at 3e-3, 2 epochs, each step held
+    # As measured on SmolLM2-135M: a step every 8 samples at 3e-3, 54 steps, each step held
     # near the base on general text, then the share of the adapter within the budget kept.
     assert small.config.learning_rate == pytest.approx(3e-3)
     assert small.config.lora.scale == "auto" and small.sources["lora.scale"] == "smart"
     assert small.config.lora.anchor == SMALL_PROFILE_ANCHOR > 0
     assert (small.config.batch_size, small.config.gradient_accumulation_steps) == (8, 1)
-    assert small.config.num_epochs == SMALL_PROFILE_EPOCHS
+    assert small.config.num_epochs == 3  # the fewest that make 54 steps of 8 samples
     # With the shipped files and an emulation filter it still is (the mode's scale is 1).
     shipped = resolve(tiny_base, REPO / "etc", n_samples=150, mode="emulation")
     assert shipped.config.learning_rate == pytest.approx(3e-3)
