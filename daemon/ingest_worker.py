@@ -24,6 +24,13 @@ from services.settings import Settings
 log = structlog.get_logger(__name__)
 
 DISK_FULL_RETRY_S = 2.0
+# While idle, how often the memories left unindexed (an embedder that was down) are looked
+# for and a failed index is retried (a query of the ledger each), and the longest the
+# worker sleeps when nothing wakes it (new files, scans, re-index requests and stopping
+# all do): an idle loop that woke and asked four times a second kept the daemon at about
+# 1% of a core.
+IDLE_RETRY_S = 2.0
+IDLE_WAIT_S = 1.0
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
@@ -66,6 +73,7 @@ class IngestWorker(threading.Thread):
         self.last_error: str | None = None
         self.files_done = 0
         self.scans_done = 0
+        self._next_retry = 0.0  # monotonic time of the next idle look for unindexed memories
 
     # -- requests from other threads -------------------------------------------
     def request_scan(self, directory: Path | None = None) -> None:
@@ -129,7 +137,7 @@ class IngestWorker(threading.Thread):
                 fut.set_exception(exc)
         for directory in sorted(scans):
             self._scan(ingestor, None if directory == _ALL else directory)
-        items = self.queue.take(self.settings.ingest.batch_max_files, timeout=0.25)
+        items = self.queue.take(self.settings.ingest.batch_max_files, timeout=IDLE_WAIT_S)
         touched: set[str] = set()
         settle = self.settings.ingest.settle_s
         for number, (profile, path, closed) in enumerate(items):
@@ -152,7 +160,9 @@ class IngestWorker(threading.Thread):
             self.files_done += 1
             if result.outcome is not None:
                 touched.add(profile)
-        if not items and not scans and self.index is not None:
+        now = time.monotonic()
+        if not items and not scans and self.index is not None and now >= self._next_retry:
+            self._next_retry = now + IDLE_RETRY_S
             if self.state == "index-error":
                 self._recover_index(ledger, ingestor)
             touched.update(ledger.profiles_with_unindexed())
