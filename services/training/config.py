@@ -12,8 +12,7 @@ Layers, each overriding the one below (the name is what ``ResolvedConfig.sources
    parameters) takes an optimizer step every 8 samples at 3e-3 (tiny) or 2e-3 (small)
    for the fewest epochs that make 54 steps (2 to 6) and keeps the share of its adapter
    within the drift budget (``lora.scale`` auto), each step held near the base
-   (``lora.anchor``): see
-   :data:`SMALL_PROFILE`;
+   (``lora.anchor``): see :data:`SMALL_PROFILE`;
 3. ``global``: ``etc/fine-tune-config.json``;
 4. ``mode``: ``etc/modes/<mode>-config.json`` when a mode filter is given. A mode file
    holds only what is about the mode (``services.curation.config.ModeConfig``, the one
@@ -66,7 +65,7 @@ MANY_SAMPLES = 5000
 # optimizer step per SMALL_PROFILE_BATCH samples (no accumulation) at SMALL_PROFILE_LR
 # (3e-3 on a tiny model: at 1e-3 the model answers its own trained questions without their
 # facts) for the fewest whole epochs that make SMALL_PROFILE_STEPS optimizer steps, at least
-# SMALL_PROFILE_EPOCHS and at most SMALL_PROFILE_FEW_EPOCHS (54 steps against 36: a 65-sample
+# SMALL_PROFILE_MIN_EPOCHS and at most SMALL_PROFILE_MAX_EPOCHS (54 steps against 36: a 65-sample
 # persona recalled 75% of its facts closed-book with two seeds against 67-68%, a 142-sample
 # one 80% against 57%, at no more drift; the epochs no longer jump from 6 to 2 at 100
 # samples, where 99 samples made 78 steps and 100 made 26). An adapter trained that
@@ -81,8 +80,8 @@ SMALL_PROFILE_CATEGORIES = ("tiny", "small")
 SMALL_PROFILE_BATCH = 8
 SMALL_PROFILE_LR = {"tiny": 3e-3, "small": 2e-3}
 SMALL_PROFILE_STEPS = 54
-SMALL_PROFILE_EPOCHS = 2
-SMALL_PROFILE_FEW_EPOCHS = 6
+SMALL_PROFILE_MIN_EPOCHS = 2
+SMALL_PROFILE_MAX_EPOCHS = 6
 SMALL_PROFILE_ANCHOR = 0.3
 
 
@@ -291,11 +290,11 @@ def _smart_defaults(info: ModelInfo, kind: str, n_samples: int) -> dict[str, Any
 
 def small_profile_epochs(n_samples: int) -> int:
     """A small profile's epochs: the fewest whole ones that make :data:`SMALL_PROFILE_STEPS`
-    steps of :data:`SMALL_PROFILE_BATCH` samples, within ``[SMALL_PROFILE_EPOCHS,
-    SMALL_PROFILE_FEW_EPOCHS]``."""
+    steps of :data:`SMALL_PROFILE_BATCH` samples, within ``[SMALL_PROFILE_MIN_EPOCHS,
+    SMALL_PROFILE_MAX_EPOCHS]``."""
     per_epoch = max(1, math.ceil(n_samples / SMALL_PROFILE_BATCH))
     epochs = math.ceil(SMALL_PROFILE_STEPS / per_epoch)
-    return min(SMALL_PROFILE_FEW_EPOCHS, max(SMALL_PROFILE_EPOCHS, epochs))
+    return min(SMALL_PROFILE_MAX_EPOCHS, max(SMALL_PROFILE_MIN_EPOCHS, epochs))
 
 
 def is_small_profile(info: ModelInfo, kind: str, n_samples: int) -> bool:

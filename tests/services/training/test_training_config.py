@@ -10,8 +10,8 @@ import pytest
 
 from services.training.config import (
     SMALL_PROFILE_ANCHOR,
-    SMALL_PROFILE_EPOCHS,
-    SMALL_PROFILE_FEW_EPOCHS,
+    SMALL_PROFILE_MAX_EPOCHS,
+    SMALL_PROFILE_MIN_EPOCHS,
     ResolvedConfig,
     resolve_config,
 )
@@ -144,14 +144,14 @@ def test_full_runs_take_the_files_full_overrides(tmp_path: Path, tiny_base: Path
 @pytest.mark.parametrize(
     ("n_samples", "epochs"),
     [
-        (50, SMALL_PROFILE_FEW_EPOCHS),  # 7 steps an epoch: 6 epochs (at most), 42 steps
-        (65, SMALL_PROFILE_FEW_EPOCHS),  # 9 steps an epoch: 54 steps
+        (50, SMALL_PROFILE_MAX_EPOCHS),  # 7 steps an epoch: 6 epochs (at most), 42 steps
+        (65, SMALL_PROFILE_MAX_EPOCHS),  # 9 steps an epoch: 54 steps
         (99, 5),  # 13 steps an epoch: 65 steps (not 6 epochs here and 2 at 100)
         (100, 5),
         (142, 3),  # 18 steps an epoch: 54 steps
         (150, 3),
-        (216, SMALL_PROFILE_EPOCHS),  # 27 steps an epoch: 54 steps
-        (299, SMALL_PROFILE_EPOCHS),  # at least 2 epochs: 76 steps
+        (216, SMALL_PROFILE_MIN_EPOCHS),  # 27 steps an epoch: 54 steps
+        (299, SMALL_PROFILE_MIN_EPOCHS),  # at least 2 epochs: 76 steps
         (300, CATEGORY_DEFAULTS["tiny"].num_epochs),
         (5000, CATEGORY_DEFAULTS["tiny"].num_epochs),
         (5001, CATEGORY_DEFAULTS["tiny"].num_epochs - 1),
