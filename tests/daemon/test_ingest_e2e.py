@@ -228,8 +228,21 @@ def test_bad_files_are_rejected_with_reasons_and_nothing_else_is_lost(
     )
 
 
+def own_profile(d: DaemonProcess, profile: str) -> None:
+    """A profile of its own for a test (three memories, one about the cello), settled."""
+    mem = memdir(d, profile)
+    mem.mkdir(parents=True)
+    (mem / "qa.txt").write_text(
+        "Q: What instrument do you play?\nA: The cello, since I was nine.\n\n"
+        "Q: Where do you live?\nA: In a flat above a bakery in Ghent.\n\n"
+        "Q: What do you drink in the morning?\nA: Strong black coffee, no sugar.\n"
+    )
+    settled(d, profile, 3)
+
+
 def test_search_and_status_on_the_cli(daemon: DaemonProcess) -> None:
-    result = daemon.cli_json("search", "bob", "cello", "-k", "2")
+    own_profile(daemon, "erin")
+    result = daemon.cli_json("search", "erin", "cello", "-k", "2")
     assert len(result["results"]) == 2
     assert set(result["results"][0]) == {
         "id",
@@ -243,8 +256,9 @@ def test_search_and_status_on_the_cli(daemon: DaemonProcess) -> None:
     unknown = daemon.cli("search", "nobody", "x")
     assert unknown.returncode == 1 and "no profile 'nobody'" in unknown.stderr
     status = daemon.cli_json("status")
-    bob = status["profiles"]["bob"]
-    assert set(bob) >= {
+    erin = status["profiles"]["erin"]
+    assert erin["memories"] == erin["indexed"] == 3
+    assert set(erin) >= {
         "memories",
         "rejects",
         "indexed",
@@ -259,12 +273,11 @@ def test_search_and_status_on_the_cli(daemon: DaemonProcess) -> None:
 
 
 def test_reindex_rebuilds_from_the_ledger(daemon: DaemonProcess) -> None:
-    before = counts(daemon, "bob")
-    result = daemon.call("reindex", {"profile": "bob"})
-    assert result["indexed"] == before["memories"]
-    after = counts(daemon, "bob")
-    assert after["indexed"] == before["memories"]
-    assert "cello" in search(daemon, "bob", "musical instrument")[0]["text"]
+    own_profile(daemon, "fran")
+    result = daemon.call("reindex", {"profile": "fran"})
+    assert result["indexed"] == 3
+    assert counts(daemon, "fran")["indexed"] == 3
+    assert "cello" in search(daemon, "fran", "musical instrument")[0]["text"]
 
 
 def test_files_dropped_while_stopped_are_ingested_at_start(short_tmp: Path) -> None:
