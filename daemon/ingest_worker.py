@@ -27,10 +27,10 @@ DISK_FULL_RETRY_S = 2.0
 # While idle, how often the memories left unindexed (an embedder that was down) are looked
 # for and a failed index is retried (a query of the ledger each), and the longest the
 # worker sleeps when nothing wakes it (new files, scans, re-index requests and stopping
-# all do): an idle loop that woke and asked four times a second kept the daemon at about
-# 1% of a core.
+# all do; a file waiting to settle wakes it when it is due): an idle loop that woke and
+# asked four times a second kept the daemon at about 1% of a core.
 IDLE_RETRY_S = 2.0
-IDLE_WAIT_S = 1.0
+IDLE_WAIT_S = 2.0
 _DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 

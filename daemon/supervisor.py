@@ -45,6 +45,11 @@ from services.training.command import build_command, torchrun_processes
 
 log = structlog.get_logger(__name__)
 
+# An idle slot looks at the queue this often. Whatever queues a job in the daemon (the
+# threshold, the schedules, `train`, `resume`, `cancel`) wakes the slots at once; the look
+# only catches what nothing announced.
+IDLE_POLL_S = 5.0
+
 PROGRESS_EVERY_S = 1.0
 
 
@@ -128,7 +133,7 @@ class Supervisor:
             while not self._stopping.is_set():
                 job = self._claim(ledger)
                 if job is None:
-                    self._wake.wait(1.0)
+                    self._wake.wait(IDLE_POLL_S)
                     self._wake.clear()
                     continue
                 try:
