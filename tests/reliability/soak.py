@@ -27,7 +27,14 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 FD_SLACK = 5  # open fds at the end <= after warm-up + this
 THREAD_SLACK = 2  # threads at the end <= after warm-up + this
 RSS_GROWTH_BOUND_MB = 16.0  # RSS growth over the second half of the soak
-IDLE_CPU_BOUND_PERCENT = 1.0
+# Idle: the daemon's threads sleep. An idle daemon's CPU over a short window swings with
+# the machine (0.9-2.7% of a core over 10-20 s, run to run, on a slow 2-core VM; 0.2% on a
+# quicker one): its 1% target is a benchmark figure (bench/reliability.py --only idle,
+# bench/RELIABILITY.md). What a test can hold on any machine: the threads wake about as
+# often as the periodic work asks (the count does not depend on the machine's pace), and
+# the CPU stays far below what a thread that spins or polls fast takes.
+IDLE_CPU_BOUND_PERCENT = 5.0
+IDLE_WAKEUPS_BOUND_PER_S = 25.0
 
 
 def _proc_status(pid: int) -> dict[str, str]:
@@ -66,6 +73,21 @@ def thread_ticks(pid: int) -> dict[str, int]:
         fields = stat.rpartition(")")[2].split()
         out[f"{name}/{task.name}"] = int(fields[11]) + int(fields[12])
     return out
+
+
+def wakeups(pid: int) -> int:
+    """Voluntary context switches of every thread of the process: how many times its
+    threads went to sleep (waits, timers, blocking reads), whatever the machine's pace."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            status = (task / "status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("voluntary_ctxt_switches:"):
+                total += int(line.split()[1])
+    return total
 
 
 def _slope_per_min(points: list[tuple[float, float]]) -> float | None:
@@ -270,8 +292,10 @@ def idle_cpu(root: Path, seconds: float = 10.0, *, files: int = 20) -> dict[str,
                 time.sleep(2.0)
                 scans_before = d.call("status")["daemon"]["ingest"]["scans"]
                 wall0, ticks0, threads0 = time.monotonic(), cpu_ticks(pid), thread_ticks(pid)
+                woke0 = wakeups(pid)
                 time.sleep(seconds)
                 wall1, ticks1, threads1 = time.monotonic(), cpu_ticks(pid), thread_ticks(pid)
+                woke1 = wakeups(pid)
                 scans = d.call("status")["daemon"]["ingest"]["scans"] - scans_before
             finally:
                 rc = d.stop(timeout=20)
@@ -283,6 +307,7 @@ def idle_cpu(root: Path, seconds: float = 10.0, *, files: int = 20) -> dict[str,
         "seconds": seconds,
         "cpu_s": round(cpu_s, 3),
         "cpu_percent": round(100 * cpu_s / (wall1 - wall0), 3),
+        "wakeups_per_s": round((woke1 - woke0) / (wall1 - wall0), 1),
         "tick_s": round(1 / CLK_TCK, 3),
         "busiest_threads_s": {k: round(t / CLK_TCK, 3) for t, k in busiest if t},
         "ingest_settled": settled,

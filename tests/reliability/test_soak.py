@@ -1,5 +1,5 @@
 """The daemon under a steady load keeps its file descriptors, threads and memory bounded,
-and idles at under 1% CPU.
+and sleeps when idle.
 
 Real daemon, fake-Ollama embeddings; figures from /proc (tests/reliability/soak.py).
 Reduced sizes for CI: a 45 s soak and a 10 s idle window; bench/reliability.py runs the
@@ -13,8 +13,11 @@ socket's thread pool starts and the caches fill):
   memories a second, then about 1 MiB a minute); status queries and files of known
   content leave it flat;
 - every file dropped is ingested, every status query answered;
-- idle: CPU (utime+stime of every thread) under 1% of one core, while the periodic
-  reconcile scan (every 5 s) and the sd_notify watchdog pings (every 1 s) go on.
+- idle, while the periodic reconcile scan (every 5 s) and the sd_notify watchdog pings
+  (every 1 s) go on: its threads wake (voluntary context switches) under 25 times a
+  second, and its CPU (utime+stime of every thread) stays under 5% of one core, which only
+  a thread that spins or polls fast reaches. The idle CPU figure itself (target 1%) swings
+  with the machine over a short window and is the bench's (bench/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from tests.reliability.soak import (
     FD_SLACK,
     IDLE_CPU_BOUND_PERCENT,
+    IDLE_WAKEUPS_BOUND_PER_S,
     RSS_GROWTH_BOUND_MB,
     THREAD_SLACK,
     idle_cpu,
@@ -46,9 +50,10 @@ def test_soak_keeps_fds_threads_and_memory_bounded(short_tmp: Path) -> None:
     assert fig["exit_code"] == 0
 
 
-def test_idle_daemon_uses_under_one_percent_cpu(short_tmp: Path) -> None:
+def test_idle_daemon_sleeps(short_tmp: Path) -> None:
     fig = idle_cpu(short_tmp, seconds=10)
     assert fig["ingest_settled"]
+    assert fig["wakeups_per_s"] < IDLE_WAKEUPS_BOUND_PER_S, fig
     assert fig["cpu_percent"] < IDLE_CPU_BOUND_PERCENT, fig
     # Idle, but alive: the watchdog pings and the reconcile scans went on.
     assert fig["watchdog_pings"] >= 0.8 * fig["seconds"]
