@@ -164,8 +164,8 @@ def index_rebuild(root: Path, how: str, memories: int = 40) -> dict[str, Any]:
         index = d.state_dir / "index"
         if how.endswith("while-running"):
             _damage_index(index, how)
-            # The ingest worker notices within a second of idling; until then the ledger
-            # still says every memory is indexed.
+            # The ingest worker notices within IDLE_WAIT_S (2 s) of idling; until then the
+            # ledger still says every memory is indexed.
             d.wait_for(lambda: "the index was deleted or damaged" in d.log(), 30)
             d.wait_for(lambda: _settled(d, texts), 90)
             result = _outcome(d, texts, how)

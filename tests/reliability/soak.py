@@ -37,9 +37,10 @@ IDLE_CPU_BOUND_PERCENT = 5.0
 IDLE_WAKEUPS_BOUND_PER_S = 25.0
 
 
-def _proc_status(pid: int) -> dict[str, str]:
+def _status(proc: Path) -> dict[str, str]:
+    """The fields of ``proc``'s status file (``/proc/PID`` or one of its tasks)."""
     out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+    for line in (proc / "status").read_text().splitlines():
         key, _, value = line.partition(":")
         out[key] = value.strip()
     return out
@@ -47,7 +48,7 @@ def _proc_status(pid: int) -> dict[str, str]:
 
 def sample(pid: int) -> dict[str, float]:
     """RSS (MiB), open fds and threads of the process now."""
-    status = _proc_status(pid)
+    status = _status(Path(f"/proc/{pid}"))
     return {
         "rss_mb": round(int(status["VmRSS"].split()[0]) / 1024, 2),
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
@@ -81,12 +82,9 @@ def wakeups(pid: int) -> int:
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            status = (task / "status").read_text()
+            total += int(_status(task)["voluntary_ctxt_switches"])
         except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("voluntary_ctxt_switches:"):
-                total += int(line.split()[1])
+            continue  # the thread ended
     return total
 
 
