@@ -18,10 +18,10 @@ from services.training.command import build_command
 from services.training.config import resolve_config
 from tests.services.training.training_helpers import REPO, write_dataset
 
-LONG = {  # far more steps than a test waits for
+LONG = {  # far more steps than a test waits for (10x the 400 a fast machine ran in 30 s)
     "learning_rate": 1e-3,
-    "num_epochs": 200,
-    "batch_size": 4,
+    "num_epochs": 1000,  # the most a config takes
+    "batch_size": 2,
     "max_seq_length": 128,
     "save_steps": 10_000,
     "eval_steps": 10_000,
