@@ -82,13 +82,13 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
     """One seed's row: recall and transfer with and without retrieval, stray tags,
     regression change, training device and seconds."""
     metrics = result["metrics"]
-    gate = metrics["gate"]
+    gate = metrics.get("gate") or {}  # a run whose gate is off has no fidelity figures
     row: dict[str, Any] = {
         "device": metrics["device"],
         "train_s": metrics["train_seconds"],
         "total_s": result["seconds"],
         "regression_pct": gate["regression"]["change_pct"] if gate.get("regression") else None,
-        "passed": gate["passed"],
+        "passed": gate.get("passed"),
     }
     fidelity = gate.get("fidelity") or {}
     stray = 0
@@ -101,6 +101,9 @@ def figures(result: dict[str, Any]) -> dict[str, Any]:
         stray += (cand.get("hygiene") or {}).get("with_stray_tags", 0)
     row["stray"] = stray
     return row
+
+
+GATE = {True: "pass", False: "fail", None: "-"}
 
 
 def pct(value: float | None) -> str:
@@ -122,7 +125,7 @@ def line(seed: int, row: dict[str, Any]) -> str:
         f"| {seed} | {pct(row['without_retrieval'])} ({pct(row['without_retrieval_base'])}) "
         f"| {pct(row['with_retrieval'])} ({pct(row['with_retrieval_base'])}) "
         f"| {pct(row['without_retrieval_transfer'])} | {row['stray']} "
-        f"| {'-' if reg is None else f'{reg:+.1f}%'} | {'pass' if row['passed'] else 'fail'} "
+        f"| {'-' if reg is None else f'{reg:+.1f}%'} | {GATE[row['passed']]} "
         f"| {row['train_s']:.0f} | {row['total_s']:.0f} | {row['device']} |"
     )
 
