@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.child_run import child_env, done_metrics  # noqa: E402
 from services.training.base_model import resolve_base_model  # noqa: E402
 from services.training.command import build_command  # noqa: E402
 
@@ -63,19 +63,13 @@ def train(run_dir: Path, kind: str, args: argparse.Namespace) -> dict[str, Any]:
         threads=args.threads,
         progress_fd=1,
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = child_env(HF_HUB_OFFLINE="1")
     started = time.monotonic()
     done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True)
     seconds = time.monotonic() - started
     if done.returncode != 0:
         return {"error": f"exit {done.returncode}: {done.stderr[-1500:]}", "seconds": seconds}
-    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    metrics = next(e for e in events if e.get("event") == "done")["metrics"]
-    return {"metrics": metrics, "seconds": seconds}
+    return {"metrics": done_metrics(done.stdout), "seconds": seconds}
 
 
 def figures(result: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.child_run import child_env  # noqa: E402
 from bench.train import make_dataset  # noqa: E402
 from services.training.base_model import DEFAULT_BASE, resolve_base_model  # noqa: E402
 from services.training.command import build_command  # noqa: E402
@@ -113,12 +113,7 @@ def measure(
         threads=args.threads,
     )
     status = run_dir / "status.json"
-    env = {
-        **os.environ,
-        "STATUS_FILE": str(status),
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env = child_env(STATUS_FILE=str(status), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     done = subprocess.run(
         [argv[0], "-c", WRAPPER, *argv[3:]], env=env, cwd=REPO, capture_output=True, text=True
     )

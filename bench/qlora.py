@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.child_run import child_env, done_metrics  # noqa: E402
 from bench.memory import base_dir  # noqa: E402
 from bench.train import make_dataset  # noqa: E402
 from services.training.command import build_command  # noqa: E402
@@ -68,16 +68,11 @@ def train(
         threads=args.threads,
         progress_fd=1,
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-        "HF_HUB_OFFLINE": "1",
-    }
+    env = child_env(HF_HUB_OFFLINE="1")
     done = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{strategy} failed ({done.returncode}):\n{done.stderr[-2000:]}")
-    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    metrics = next(e for e in events if e.get("event") == "done")["metrics"]
+    metrics = done_metrics(done.stdout)
     return {"run_dir": run_dir, **metrics}
 
 
