@@ -49,6 +49,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
 
+from bench.child_run import child_env  # noqa: E402
+
 Section = Callable[[Path, bool, int], dict[str, Any]]
 
 
@@ -127,7 +129,7 @@ def interruption(root: Path, quick: bool, seed: int) -> dict[str, Any]:
             "max_steps": 100_000,
         }
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = child_env()
     cases = []
     for moment, sig in (
         ("ingesting and indexing", signal.SIGTERM),

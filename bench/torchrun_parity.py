@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.child_run import child_env  # noqa: E402
 from services.training.command import build_command  # noqa: E402
 from services.training.config import resolve_config  # noqa: E402
 from tests.services.training.training_helpers import (  # noqa: E402
@@ -69,7 +69,7 @@ def run(work: Path, model: Path, tokenizer: Any, kind: str, nproc: int | None, e
     done = subprocess.run(
         argv,
         cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+        env=child_env(OMP_NUM_THREADS="1"),
         capture_output=True,
         text=True,
     )
