@@ -52,6 +52,10 @@ def main() -> int:
             problems.append("ask returned no text from v1")
         elif "caldeirada" not in answer.lower():
             problems.append(f"v1 did not answer with the persona's fact (caldeirada): {answer!r}")
+        summaries = sorted((root / "demo" / "state" / "runs").glob("*/*/*/run-summary.json"))
+        counts = json.loads(summaries[-1].read_text())["dataset"]["counts"] if summaries else {}
+        if not counts.get("question_samples"):
+            problems.append(f"the dataset holds no questions in other words: {counts}")
         fidelity = result.get("fidelity") or {}
         tuned, base = fidelity.get("recall_with_retrieval"), (fidelity.get("reference") or {})
         if not isinstance(tuned, float) or tuned < (base.get("recall_with_retrieval") or 0.0):
@@ -62,7 +66,7 @@ def main() -> int:
             f"demo check: ok in {elapsed:.0f}s: v1 active, held-out loss "
             f"{ref:.4f} -> {cand:.4f}, fact recall with memories "
             f"{base.get('recall_with_retrieval') or 0.0:.0%} -> {tuned:.0%}, "
-            f"v1 answered {answer[:80]!r}"
+            f"{counts['question_samples']} question samples, v1 answered {answer[:80]!r}"
         )
         return 0
     finally:

@@ -11,7 +11,9 @@ and writes into ``out_dir``:
   "weight", "quality", "split", "messages", "prompt", "completion", "text"}``, where
   ``prompt``/``completion`` are ``renderer.split(messages)`` for a chat sample and
   ``""``/``renderer.continuation(chunk)`` for a continuation (prose) sample, whose chunk
-  is the untagged response; ``text`` is ``prompt + completion``;
+  is the untagged response; ``text`` is ``prompt + completion``; a profile's samples are
+  followed by its questions in other words (:func:`question_lines`, ids ``<id>#q<n>-plain``
+  and ``-memories``);
 - ``run-summary.json``: ``{"status", "created", "dataset": {counts, excluded_by_reason,
   excluded_examples, mode_filter, max_samples, contamination, schema, files},
   "metrics": ...}``. The training run adds its own keys (config, timings, gate).
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,11 +51,18 @@ from typing import Any, Protocol
 from services.curation.config import MODES, CurationError, CurationRules
 from services.curation.mode_config import ModeConfig, load_mode_configs
 from services.curation.modes import ContaminationError, contamination
-from services.curation.sample import Sample
+from services.curation.sample import Sample, wrap
 from services.durable import fsync_dir, json_text, jsonl_text, write_json, write_text
 from services.memories.model import Memory
 from services.metrics import dataset_metrics
-from services.persona_prompt import Neighbours, training_context, with_system
+from services.persona_prompt import (
+    Neighbours,
+    emulation_tags,
+    question_context,
+    training_context,
+    with_system,
+)
+from services.persona_questions import asked
 from services.schemas import ChatSchema, SchemaError
 from services.token_stats import ESTIMATE, TokenCounter, estimate_tokens, token_stats
 
@@ -194,6 +203,42 @@ def render_lines(
     return tuple(lines)
 
 
+def question_lines(
+    selected: Sequence[Sample],
+    memories: Sequence[Memory],
+    renderer: RendererLike,
+    persona: str,
+    head: str | None = None,
+) -> tuple[dict[str, Any], ...]:
+    """The lines that train a profile's emulation answers under questions in other words
+    (:mod:`services.persona_questions`): each question twice, without memories and among
+    memories that share its words (:func:`services.persona_prompt.question_context`), as
+    ``ask`` shows what it retrieved for a question. Their ids are the sample's, then
+    ``#q<n>`` and ``-plain`` or ``-memories``."""
+    answering = [
+        s
+        for s in selected
+        if s.mode == "emulation" and s.split == "train" and s.kind == "chat" and not s.context
+    ]
+    questions = asked([(s.memory_id, s.response_text) for s in answering])
+    if not questions:
+        return ()
+    by_id = {s.memory_id: s for s in answering}
+    texts = [(m.id, m.text) for m in memories]
+    own = dict(texts)
+    near = Neighbours(texts)
+    user_tag = emulation_tags()[0]
+    lines: list[dict[str, Any]] = []
+    for n, (sample_id, question) in enumerate(questions):
+        sample = replace(by_id[sample_id], prompt=wrap(user_tag, question))
+        shown = question_context(sample_id, own.get(sample_id), question, near)
+        for kind, context in (("plain", []), ("memories", shown)):
+            line = render_line(sample, renderer, persona, context, head)
+            line["id"] = f"{sample_id}#q{n}-{kind}"
+            lines.append(line)
+    return tuple(lines)
+
+
 def select_samples(
     samples: Sequence[Sample], *, mode: str | None, max_samples: int | None
 ) -> list[Sample]:
@@ -268,8 +313,12 @@ def build_dataset(
             f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
         )
     records = render_lines(selected, memories, renderer, persona, head)
+    asking = () if persona is None else question_lines(selected, memories, renderer, persona, head)
+    common["counts"] = {**common["counts"], "question_samples": len(asking)}
     stats, token_warnings = token_stats(
-        records, tokens or TokenCounter(estimate_tokens, ESTIMATE), rules.metrics.prose_tokens
+        (*records, *asking),
+        tokens or TokenCounter(estimate_tokens, ESTIMATE),
+        rules.metrics.prose_tokens,
     )
     common["metrics"] = {
         **common["metrics"],
@@ -288,7 +337,7 @@ def build_dataset(
             default=str,
         ),
         SCHEMA_APPLIED: json_text(_schema_applied(schema, renderer, records), default=str),
-        FINE_TUNE_DATASET: jsonl_text(records),
+        FINE_TUNE_DATASET: jsonl_text([*records, *asking]),
     }
     result = DatasetSummary(
         **common,

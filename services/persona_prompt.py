@@ -22,6 +22,10 @@ Which samples carry memories, and which others are drawn, is decided by hashing 
 sample's id (equally near ones are taken in the order of their ids): the same dataset
 every time. Choosing a sample's memories takes time that grows with the memories near its
 own, not with all of the profile's.
+
+A question in other words (:mod:`services.persona_questions`) is shown memories chosen
+another way (:func:`question_context`): those nearest the question, none a near copy of
+the sample's own, so that the answer is one memory among others that share its words.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
+from services.persona_questions import near_copy
 from services.words import words
 
 MAX_MEMORY_CHARS = 400  # each memory shown, clipped with "..."
@@ -232,5 +237,56 @@ def training_context(
     chosen = [near.texts[i] for i in picked]
     if want < k and own_text is not None:
         at = int(_draw(seed, sample_id, "place") * (len(chosen) + 1))
+        chosen.insert(at, own_text)
+    return chosen
+
+
+def question_context(
+    sample_id: str,
+    own_text: str | None,
+    question: str,
+    near: Neighbours,
+    *,
+    seed: str = "question",
+    k: int = CONTEXT_MEMORIES + 1,
+) -> list[str]:
+    """The memory texts a sample shows under a question in other words
+    (:mod:`services.persona_questions`): those nearest the question (by :class:`Neighbours`,
+    then by id) that are no near copy of the sample's own memory, one drawn from the farther
+    half of the others, and its own memory once, at a drawn place: ``k`` in all, as many as
+    ``ask`` shows. So the model learns to find the memory that answers among others that
+    share the question's words, not to repeat what most of them say. Fewer when the
+    profile has too few memories that tell something else."""
+    mine = near.own(sample_id, own_text)
+    own_words = frozenset(words(own_text or ""))
+    nearness = near.scores(question)
+    ranked = [i for _, i in sorted((-s, i) for i, s in nearness.items() if i not in mine)]
+    apart = sorted(set(nearness) | mine)
+    size = len(ranked) + len(near.ids) - len(apart)  # every other memory, ranked
+
+    def other(r: int) -> int:  # the r-th other: near ones by rank, then unrelated by id
+        return ranked[r] if r < len(ranked) else _nth_outside(r - len(ranked), apart)
+
+    def telling(i: int) -> bool:
+        return not near_copy(own_words, frozenset(words(near.texts[i])))
+
+    want = max(0, k - 1 if own_text is not None else k)
+    far = min(DISTRACTORS, want - 1) if want > 1 else 0
+    picked: list[int] = []
+    r = 0
+    while len(picked) < want - far and r < size:
+        if telling(other(r)):
+            picked.append(other(r))
+        r += 1
+    if far and r < size:  # something else: drawn from the farther half of the rest
+        half = r + (size - r) // 2
+        for d in _draw_ranks(seed, f"{sample_id}:{question}", "far", 8, size - half):
+            i = other(half + d)
+            if telling(i) and i not in picked:
+                picked.append(i)
+                break
+    chosen = [near.texts[i] for i in picked]
+    if own_text is not None:
+        at = int(_draw(seed, f"{sample_id}:{question}", "place") * (len(chosen) + 1))
         chosen.insert(at, own_text)
     return chosen

@@ -68,7 +68,9 @@ MANY_SAMPLES = 5000
 # SMALL_PROFILE_MIN_EPOCHS and at most SMALL_PROFILE_MAX_EPOCHS (54 steps against 36: a 65-sample
 # persona recalled 75% of its facts closed-book with two seeds against 67-68%, a 142-sample
 # one 80% against 57%, at no more drift; the epochs no longer jump from 6 to 2 at 100
-# samples, where 99 samples made 78 steps and 100 made 26). An adapter trained that
+# samples, where 99 samples made 78 steps and 100 made 26); the epochs are counted on the
+# profile's own samples, and its questions in other words (services.persona_questions, added
+# by the dataset build) add their steps to those. An adapter trained that
 # hard also drifts on general text: each step pays SMALL_PROFILE_ANCHOR x its drift on a
 # general conversation (lora.anchor: services.training.anchor; 0.3 recalled more than 1.0
 # on both demo personas, the drift still a sixth of the budget), and the share of the

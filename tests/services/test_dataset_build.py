@@ -254,6 +254,7 @@ def test_full_build(tmp_path: Path) -> None:
         "selected": 8,
         "train": sum(r["split"] == "train" for r in rows),
         "eval": sum(r["split"] == "eval" for r in rows),
+        "question_samples": 0,  # without a persona, no questions in other words
     }
     assert ds["excluded_by_reason"] == {"low_quality": 1, "no_response": 1, "too_short": 1}
     assert ds["excluded_examples"]["too_short"]["reason"] == (
@@ -509,7 +510,9 @@ def test_a_profiles_dataset_is_rendered_under_the_prompt_policy(tmp_path: Path) 
         return out
 
     out = build_for_alice(tmp_path / "persona")
-    rows = read_jsonl(out / FINE_TUNE_DATASET)
+    lines = read_jsonl(out / FINE_TUNE_DATASET)
+    rows = [r for r in lines if "#q" not in r["id"]]  # the samples, then their questions
+    assert lines[: len(rows)] == rows
     chats = [r for r in rows if r["kind"] == "chat"]
     assert chats and all(r["messages"][0]["role"] == "system" for r in chats)
     assert all(r["messages"][0]["content"].startswith(system_message("alice")) for r in chats)
@@ -533,3 +536,51 @@ def test_a_profiles_dataset_is_rendered_under_the_prompt_policy(tmp_path: Path) 
     # The same input gives the same file.
     again = build_for_alice(tmp_path / "again")
     assert (again / FINE_TUNE_DATASET).read_bytes() == (out / FINE_TUNE_DATASET).read_bytes()
+
+
+def test_a_profiles_answers_are_trained_under_questions_in_other_words(tmp_path: Path) -> None:
+    from services.persona_prompt import system_message
+    from services.persona_questions import asked
+
+    renderer = Renderer.from_family("smollm")
+    memories = corpus()
+    samples = [replace(curate(m, RULES), split="train") for m in memories]
+    summary = build_dataset(
+        memories,
+        samples,
+        renderer,
+        tmp_path / "run",
+        mode=None,
+        max_samples=None,
+        rules=RULES,
+        mode_configs=MODE_CONFIGS,
+        created=CREATED,
+        persona="alice",
+    )
+    lines = read_jsonl(tmp_path / "run" / FINE_TUNE_DATASET)
+    own = {r["id"]: r for r in lines if "#q" not in r["id"]}
+    added = [r for r in lines if "#q" in r["id"]]
+    # "I read in the window seat with a pot of tea and ignore my phone": where and when do
+    # you read, and your phone, each without memories and among them.
+    rainy = next(s for s in samples if s.prompt == "<user>What do you do on a rainy Sunday?</user>")
+    expected = [q for sid, q in asked([(rainy.memory_id, rainy.response_text)])]
+    assert "Where do you read?" in expected and "Tell me about your phone." in expected
+    assert [r["messages"][-2]["content"] for r in added] == [
+        f"<user>{q}</user>" for q in expected for _ in range(2)
+    ]
+    assert summary.counts["question_samples"] == len(added) == 2 * len(expected)
+    for r in added:
+        sample_id, _, kind = r["id"].partition("#q")
+        source = own[sample_id]
+        assert kind.endswith(("-plain", "-memories"))
+        assert (r["mode"], r["split"], r["kind"]) == ("emulation", "train", "chat")
+        assert r["completion"] == source["completion"]  # the same answer, asked otherwise
+        assert (r["prompt"], r["completion"]) == renderer.split(r["messages"])
+        system = r["messages"][0]["content"]
+        if kind.endswith("-plain"):
+            assert system == system_message("alice")
+        else:  # its own memory among the others
+            assert system.startswith(system_message("alice") + "\nWhat you remember:")
+            assert "window seat" in system
+    # A chat with earlier turns, an agent's or a reflection's answer gets no questions.
+    assert {r["id"].partition("#q")[0] for r in added} == {rainy.memory_id}
