@@ -132,6 +132,7 @@ def build(
     mode: str | None = None,
     max_samples: int | None = None,
     samples: list[Sample] | None = None,
+    persona: str | None = None,
 ) -> tuple[Path, Any]:
     memories = corpus() if memories is None else memories
     samples = [curate(m, RULES) for m in memories] if samples is None else samples
@@ -146,6 +147,7 @@ def build(
         rules=RULES,
         mode_configs=MODE_CONFIGS,
         created=CREATED,
+        persona=persona,
     )
     return out, summary
 
@@ -494,22 +496,13 @@ def test_a_profiles_dataset_is_rendered_under_the_prompt_policy(tmp_path: Path) 
     samples = [curate(m, RULES) for m in memories]
     samples = [replace(s, split="train") for s in samples]  # only training samples carry
 
-    def build_for_alice(out: Path) -> Path:
-        build_dataset(
-            memories,
-            samples,
-            renderer,
-            out,
-            mode=None,
-            max_samples=None,
-            rules=RULES,
-            mode_configs=MODE_CONFIGS,
-            created=CREATED,
-            persona="alice",
+    def build_for_alice(name: str) -> Path:
+        out, _ = build(
+            tmp_path, name, memories, renderer=renderer, samples=samples, persona="alice"
         )
         return out
 
-    out = build_for_alice(tmp_path / "persona")
+    out = build_for_alice("persona")
     lines = read_jsonl(out / FINE_TUNE_DATASET)
     rows = [r for r in lines if "#q" not in r["id"]]  # the samples, then their questions
     assert lines[: len(rows)] == rows
@@ -534,7 +527,7 @@ def test_a_profiles_dataset_is_rendered_under_the_prompt_policy(tmp_path: Path) 
     formatted = json.loads((out / FORMATTED_SAMPLES).read_text())
     assert [f["messages"] for f in formatted] == [r["messages"] for r in rows]
     # The same input gives the same file.
-    again = build_for_alice(tmp_path / "again")
+    again = build_for_alice("again")
     assert (again / FINE_TUNE_DATASET).read_bytes() == (out / FINE_TUNE_DATASET).read_bytes()
 
 
@@ -545,19 +538,10 @@ def test_a_profiles_answers_are_trained_under_questions_in_other_words(tmp_path:
     renderer = Renderer.from_family("smollm")
     memories = corpus()
     samples = [replace(curate(m, RULES), split="train") for m in memories]
-    summary = build_dataset(
-        memories,
-        samples,
-        renderer,
-        tmp_path / "run",
-        mode=None,
-        max_samples=None,
-        rules=RULES,
-        mode_configs=MODE_CONFIGS,
-        created=CREATED,
-        persona="alice",
+    out, summary = build(
+        tmp_path, "run", memories, renderer=renderer, samples=samples, persona="alice"
     )
-    lines = read_jsonl(tmp_path / "run" / FINE_TUNE_DATASET)
+    lines = read_jsonl(out / FINE_TUNE_DATASET)
     own = {r["id"]: r for r in lines if "#q" not in r["id"]}
     added = [r for r in lines if "#q" in r["id"]]
     # "I read in the window seat with a pot of tea and ignore my phone": where and when do
