@@ -187,13 +187,16 @@ def render_lines(
     renderer: RendererLike,
     persona: str | None,
     head: str | None = None,
+    near: Neighbours | None = None,
 ) -> tuple[dict[str, Any], ...]:
     """The dataset's lines; with ``persona``, a share of the training samples carries
     memories of the profile the way ``ask`` shows retrieved ones (eval samples never do:
-    the gate scores what the model learned)."""
+    the gate scores what the model learned). ``near``: the memories' :class:`Neighbours`,
+    when the caller built them (else here, with ``persona``)."""
     texts = [(m.id, m.text) for m in memories]
     own = dict(texts)
-    near = Neighbours(texts) if persona is not None else None
+    if persona is not None and near is None:
+        near = Neighbours(texts)
     lines = []
     for s in selected:
         context: list[str] = []
@@ -209,12 +212,13 @@ def question_lines(
     renderer: RendererLike,
     persona: str,
     head: str | None = None,
+    near: Neighbours | None = None,
 ) -> tuple[dict[str, Any], ...]:
     """The lines that train a profile's emulation answers under questions in other words
     (:mod:`services.persona_questions`): each question twice, without memories and among
     memories that share its words (:func:`services.persona_prompt.question_context`), as
     ``ask`` shows what it retrieved for a question. Their ids are the sample's, then
-    ``#q<n>`` and ``-plain`` or ``-memories``."""
+    ``#q<n>`` and ``-plain`` or ``-memories``. ``near`` as for :func:`render_lines`."""
     answering = [
         s
         for s in selected
@@ -226,7 +230,7 @@ def question_lines(
     by_id = {s.memory_id: s for s in answering}
     texts = [(m.id, m.text) for m in memories]
     own = dict(texts)
-    near = Neighbours(texts)
+    near = near if near is not None else Neighbours(texts)
     user_tag = emulation_tags()[0]
     lines: list[dict[str, Any]] = []
     for n, (sample_id, question) in enumerate(questions):
@@ -312,8 +316,12 @@ def build_dataset(
             f"{len(missing)} selected sample(s) have no memory among those given: "
             f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
         )
-    records = render_lines(selected, memories, renderer, persona, head)
-    asking = () if persona is None else question_lines(selected, memories, renderer, persona, head)
+    # The profile's memories by the words they share, once for both kinds of line.
+    near = Neighbours([(m.id, m.text) for m in memories]) if persona is not None else None
+    records = render_lines(selected, memories, renderer, persona, head, near)
+    asking = (
+        () if persona is None else question_lines(selected, memories, renderer, persona, head, near)
+    )
     common["counts"] = {**common["counts"], "question_samples": len(asking)}
     stats, token_warnings = token_stats(
         (*records, *asking),

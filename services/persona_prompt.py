@@ -185,6 +185,14 @@ def _draw_ranks(seed: str, sample_id: str, what: str, count: int, size: int) -> 
     return ranks
 
 
+def _rank_others(nearness: Mapping[int, float], mine: set[int]) -> tuple[list[int], list[int]]:
+    """(ranked, apart): the memories near a text that are not the sample's own (``mine``),
+    nearest first and then by index; and, sorted, every near one and its own. Those outside
+    ``apart``, the ones that share no telling word with the text, rank last, in id order."""
+    ranked = [i for _, i in sorted((-s, i) for i, s in nearness.items() if i not in mine)]
+    return ranked, sorted(set(nearness) | mine)
+
+
 def training_context(
     sample_id: str,
     own_text: str | None,
@@ -211,10 +219,7 @@ def training_context(
     want = k - 1 if own_text is not None and _draw(seed, sample_id, "oracle") < oracle_share else k
     nearness = near.scores(own_text) if own_text is not None else {}
     mine = near.own(sample_id, own_text)
-    ranked = [i for _, i in sorted((-s, i) for i, s in nearness.items() if i not in mine)]
-    # Indexes that share no telling word with its own memory, the others' last ranks, in
-    # id order: those outside ``apart`` (every near one, and its own).
-    apart = sorted(set(nearness) | mine)
+    ranked, apart = _rank_others(nearness, mine)
     unrelated = len(near.ids) - len(apart)
 
     far = min(DISTRACTORS, want - 1) if nearness else 0
@@ -259,9 +264,7 @@ def question_context(
     profile has too few memories that tell something else."""
     mine = near.own(sample_id, own_text)
     own_words = frozenset(words(own_text or ""))
-    nearness = near.scores(question)
-    ranked = [i for _, i in sorted((-s, i) for i, s in nearness.items() if i not in mine)]
-    apart = sorted(set(nearness) | mine)
+    ranked, apart = _rank_others(near.scores(question), mine)
     size = len(ranked) + len(near.ids) - len(apart)  # every other memory, ranked
 
     def other(r: int) -> int:  # the r-th other: near ones by rank, then unrelated by id

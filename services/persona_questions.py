@@ -164,18 +164,20 @@ PAST = frozenset(
     ]
 )
 
+_NOT_NOUNS = NOT_THINGS | ADJECTIVES  # "my own" alone asks about nothing
+_NOT_ASKED = NOT_VERBS | PAST
+
 
 def questions(answer: str) -> list[str]:
     """The questions ``answer``'s words ask in the second person (see the module
     docstring), in the order of the words, each once."""
     out: list[str] = []
     for first, then in _MY.findall(answer):
-        thing = first if first not in ADJECTIVES else f"{first} {then}" if then else ""
-        last = thing.rsplit(" ", 1)[-1]
-        if len(last) >= MIN_THING and last not in NOT_THINGS and last not in ADJECTIVES:
+        thing, noun = (f"{first} {then}", then) if first in ADJECTIVES and then else (first, first)
+        if len(noun) >= MIN_THING and noun not in _NOT_NOUNS:
             out += [f"Tell me about your {thing}.", f"What about your {thing}?"]
     for verb in _I.findall(answer):
-        if len(verb) >= MIN_VERB and verb not in NOT_VERBS | PAST and not verb.endswith("ed"):
+        if len(verb) >= MIN_VERB and verb not in _NOT_ASKED and not verb.endswith("ed"):
             out += [f"Where do you {verb}?", f"When do you {verb}?"]
     return list(dict.fromkeys(out))
 
